@@ -1,0 +1,16 @@
+"""taylorode: Taylor-series ODE solvers for JAX that drop into `diffrax.diffeqsolve`."""
+
+import importlib.metadata
+
+from ._coefficients import (
+    AbstractTaylorMethod as AbstractTaylorMethod,
+    JetMethod as JetMethod,
+    JvpMethod as JvpMethod,
+)
+from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
+from ._interpolation import TaylorInterpolation as TaylorInterpolation
+from ._solver import Taylor as Taylor
+from ._taylor_coefficients import taylor_coefficients as taylor_coefficients
+
+
+__version__ = importlib.metadata.version("taylorode")

@@ -1,0 +1,82 @@
+"""The interface every Taylor-coefficient engine implements."""
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import PyTree
+
+
+# `fn(t, y, args) -> dy/dt`, with `dy/dt` of the same PyTree structure as `y`.
+VectorField = Callable[[Any, PyTree, Any], PyTree]
+
+
+class AbstractTaylorMethod(eqx.Module):
+    """How the normalised Taylor coefficients of an ODE solution are computed.
+
+    A method maps `(fn, t0, y0, args, order)` to the list `[y^[0], ..., y^[order]]`,
+    with `y^[k] = y^(k)(t0) / k!` and each `y^[k]` a PyTree shaped like `y0`.
+
+    Methods differ in what they cost to compile and to run, and in which JAX operations
+    they support; each concrete method documents both.
+    """
+
+    name: ClassVar[str]
+    # Largest order accepted; beyond it the method is impractical (see its docstring).
+    max_order: ClassVar[int]
+
+    @abc.abstractmethod
+    def expand(
+        self, fn: VectorField, t0: Any, y0: PyTree, args: Any, order: int
+    ) -> list[PyTree]:
+        """Return `[y^[0], ..., y^[order]]` for `y' = fn(t, y, args)`, `y(t0) = y0`."""
+
+
+def output_leaves(fn: VectorField, treedef, t, y_leaves, args) -> list:
+    """Evaluate `fn` on flat leaves and return flat leaves, checking the structure.
+
+    The vector field must return a PyTree of the same structure as the state; this
+    is checked here (at trace time) so that a mismatch gives a readable error rather
+    than a failure deep inside a Taylor-mode transform.
+    """
+    out = fn(t, jtu.tree_unflatten(treedef, y_leaves), args)
+    out_leaves, out_treedef = jtu.tree_flatten(out)
+    if out_treedef != treedef:
+        raise ValueError(
+            "The vector field must return a PyTree with the same structure as the "
+            f"state y. The state has structure {treedef}, but the vector field "
+            f"returned {out_treedef}."
+        )
+    out_leaves = [jnp.asarray(o) for o in out_leaves]
+    for i, (o, y) in enumerate(zip(out_leaves, y_leaves)):
+        if o.shape != jnp.shape(y):
+            raise ValueError(
+                f"The vector field returned shape {o.shape} for state leaf {i}, which "
+                f"has shape {jnp.shape(y)}; dy/dt must have the shape of y."
+            )
+    return out_leaves
+
+
+def check_order(order: Any, method: AbstractTaylorMethod) -> int:
+    """Validate a Taylor order statically, with a message that says what is allowed."""
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise ValueError(
+            f"The Taylor order must be a Python int in [1, {method.max_order}] for "
+            f"method={method.name!r}; got {order!r} of type {type(order).__name__}. "
+            "The order is static: it fixes the size of the compiled program."
+        )
+    if not 1 <= order <= method.max_order:
+        hint = ""
+        if method.name == "jvp":
+            hint = (
+                " The jvp tower grows exponentially with the order; use method='jet' "
+                "for higher orders."
+            )
+        raise ValueError(
+            f"The Taylor order must lie in [1, {method.max_order}] for "
+            f"method={method.name!r}; got order={order}.{hint}"
+        )
+    return order

@@ -1,0 +1,37 @@
+"""Evaluating truncated Taylor series in the normalised step variable s = (t - t0)/h."""
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+
+def horner(coeffs: list[Array], s) -> Array:
+    """`sum_k coeffs[k] * s**k` by Horner's rule, highest order first.
+
+    At `s = 1` this is the sum of the terms from the smallest up, which is also the
+    most accurate order of summation for a convergent Taylor series.
+    """
+    acc = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        acc = acc * s + c
+    return acc
+
+
+def horner_derivative(coeffs: list[Array], s) -> Array:
+    """`sum_k k * coeffs[k] * s**(k-1)`: the derivative of `horner` with respect to s."""
+    n = len(coeffs) - 1
+    if n == 0:
+        return jnp.zeros_like(coeffs[0])
+    acc = n * coeffs[n]
+    for k in range(n - 1, 0, -1):
+        acc = acc * s + k * coeffs[k]
+    return acc
+
+
+def stack(coeffs: list[PyTree]) -> PyTree:
+    """List of PyTrees -> one PyTree of arrays with a leading axis of length order+1."""
+    return jtu.tree_map(lambda *cs: jnp.stack(cs), *coeffs)
+
+
+def unstack(stacked: Array) -> list[Array]:
+    return [stacked[k] for k in range(stacked.shape[0])]

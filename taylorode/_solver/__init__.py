@@ -1,0 +1,1 @@
+from .taylor import Taylor as Taylor

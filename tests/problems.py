@@ -1,0 +1,35 @@
+"""Test problems with exact solutions, shared by the test files."""
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def kepler(t, y, args):
+    q, p = y[:2], y[2:]
+    r3 = jnp.sum(q**2) ** 1.5
+    return jnp.concatenate([p, -q / r3])
+
+
+def kepler_y0(e):
+    """Pericentre start of a unit-semi-major-axis orbit (period 2*pi)."""
+    return np.array([1 - e, 0.0, 0.0, np.sqrt((1 + e) / (1 - e))])
+
+
+def kepler_exact(t, e):
+    """The exact Kepler orbit from `kepler_y0(e)`, by Newton on Kepler's equation."""
+    t = np.asarray(t, dtype=np.float64)
+    M = np.mod(t, 2 * np.pi)
+    E = M + e * np.sin(M)
+    for _ in range(50):
+        E = E - (E - e * np.sin(E) - M) / (1 - e * np.cos(E))
+    b = np.sqrt(1 - e**2)
+    r = 1 - e * np.cos(E)
+    Edot = 1 / r
+    return np.stack(
+        [np.cos(E) - e, b * np.sin(E), -np.sin(E) * Edot, b * np.cos(E) * Edot], axis=-1
+    )
+
+
+def oscillator(t, y, args):
+    """y'' = -w^2 y as a dict state, w = args."""
+    return {"x": y["v"], "v": -(args**2) * y["x"]}

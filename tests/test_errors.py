@@ -1,0 +1,121 @@
+"""Static mistakes raise at trace time with a message that says what to do."""
+
+import warnings
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import taylorode
+
+
+def _solve(term, solver, y0=jnp.array(1.0), **kwargs):
+    return diffrax.diffeqsolve(term, solver, 0.0, 1.0, 0.1, y0, **kwargs)
+
+
+def test_control_term_is_rejected():
+    path = diffrax.LinearInterpolation(ts=jnp.array([0.0, 1.0]), ys=jnp.array([0.0, 2.0]))
+    with pytest.raises(ValueError, match="needs a diffrax.ODETerm, but got ControlTerm"):
+        _solve(diffrax.ControlTerm(lambda t, y, a: y, path), taylorode.Taylor(4))
+
+
+def test_sde_terms_are_rejected():
+    bm = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-3, shape=(), key=jax.random.PRNGKey(0))
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, a: -y), diffrax.ControlTerm(lambda t, y, a: 0.1 * y, bm)
+    )
+    with pytest.raises(ValueError, match="SDE solver"), pytest.warns(UserWarning, match="Itô"):
+        _solve(terms, taylorode.Taylor(4))
+
+
+@pytest.mark.parametrize("order", [0, -3, 61, 2.0, True, None], ids=str)
+def test_invalid_order(order):
+    with pytest.raises(ValueError, match=r"\[1, 60\]"):
+        taylorode.Taylor(order)
+
+
+def test_jvp_order_limit_explains_why():
+    with pytest.raises(ValueError, match=r"\[1, 12\].*exponentially.*method='jet'"):
+        taylorode.Taylor(13, method="jvp")
+    with pytest.raises(ValueError, match=r"\[1, 12\]"):
+        taylorode.taylor_coefficients(lambda t, y, a: y, 0.0, jnp.array(1.0), None, 20, method="jvp")
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match=r"Unknown Taylor coefficient method 'taylor'.*'jet', 'jvp'"):
+        taylorode.Taylor(4, method="taylor")
+
+
+def test_wrong_output_structure():
+    with pytest.raises(ValueError, match="same structure as the state"):
+        taylorode.taylor_coefficients(
+            lambda t, y, a: (y, y), 0.0, jnp.array(1.0), None, 3
+        )
+
+
+# Vector fields using an operation jet cannot expand, each paired with an equivalent
+# field written in supported operations (to check method="jvp" gives the right answer).
+UNSUPPORTED = {
+    "tan": (lambda t, y, a: jnp.tan(y), lambda t, y, a: jnp.sin(y) / jnp.cos(y)),
+    "atan": (lambda t, y, a: jnp.arctan(y), None),
+    "asin": (lambda t, y, a: jnp.arcsin(0.5 * y), None),
+    "cbrt": (lambda t, y, a: jnp.cbrt(y), lambda t, y, a: y ** (1 / 3)),
+    "cond": (lambda t, y, a: jax.lax.cond(y > 0, jnp.sin, jnp.cos, y), lambda t, y, a: jnp.sin(y)),
+    "while": (lambda t, y, a: jax.lax.fori_loop(0, jnp.int32(2), lambda i, x: x * y, y), None),
+    "custom_jvp_call": (lambda t, y, a: jax.nn.softplus(y), lambda t, y, a: jnp.log1p(jnp.exp(y))),
+}
+
+
+@pytest.mark.parametrize("primitive", list(UNSUPPORTED), ids=list(UNSUPPORTED))
+def test_missing_jet_rule_names_primitive(primitive):
+    field, equivalent = UNSUPPORTED[primitive]
+    y0 = jnp.array(0.4)
+    with pytest.raises(taylorode.TaylorRuleError, match=rf"no Taylor rule for {primitive}.*method='jvp'"):
+        taylorode.taylor_coefficients(field, 0.0, y0, None, 4)
+    # Inside diffeqsolve the error is the same, at trace time.
+    with pytest.raises(taylorode.TaylorRuleError, match=primitive):
+        _solve(diffrax.ODETerm(field), taylorode.Taylor(4), y0=y0)
+    # The suggested fix works.
+    c_jvp = taylorode.taylor_coefficients(field, 0.0, y0, None, 4, method="jvp")
+    if equivalent is not None:
+        c_ref = taylorode.taylor_coefficients(equivalent, 0.0, y0, None, 4)
+        np.testing.assert_allclose(c_jvp, c_ref, rtol=1e-12)
+
+
+def test_operations_on_args_alone_are_not_flagged():
+    # jet evaluates functions of args alone as constants, so tan(args) is fine.
+    c = taylorode.taylor_coefficients(lambda t, y, k: jnp.tan(k) * y, 0.0, jnp.array(1.0), jnp.array(0.3), 5)
+    np.testing.assert_allclose(c[5], np.tan(0.3) ** 5 / 120, rtol=1e-13)
+
+
+def _f32_solve(rtol):
+    f32 = jnp.float32
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, a: -y),
+        taylorode.Taylor(4),
+        f32(0.0),
+        f32(1.0),
+        None,
+        f32(1.0),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol),
+        max_steps=16,
+        throw=False,
+    )
+
+
+def test_float32_tolerance_below_precision_warns():
+    with pytest.warns(taylorode.PrecisionWarning, match="jax_enable_x64"):
+        _f32_solve(1e-12)
+
+
+def test_float32_reachable_tolerance_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", taylorode.PrecisionWarning)
+        sol = _f32_solve(1e-5)
+    assert abs(float(sol.ys[-1]) - np.exp(-1.0)) < 1e-4
+
+
+def test_wrong_output_shape():
+    with pytest.raises(ValueError, match=r"shape \(2,\) for state leaf 0"):
+        taylorode.taylor_coefficients(lambda t, y, a: jnp.stack([y, y]), 0.0, jnp.array(1.0), None, 3)
