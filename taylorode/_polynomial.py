@@ -17,6 +17,15 @@ def horner(coeffs: list[Array], s) -> Array:
     return acc
 
 
+def sum_series(coeffs: list[Array]) -> Array:
+    """`horner(coeffs, 1)` without the multiplications: the series summed at s = 1,
+    smallest terms first."""
+    acc = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        acc = acc + c
+    return acc
+
+
 def horner_derivative(coeffs: list[Array], s) -> Array:
     """`sum_k k * coeffs[k] * s**(k-1)`: the derivative of `horner` with respect to s."""
     n = len(coeffs) - 1

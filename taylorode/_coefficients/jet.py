@@ -85,7 +85,7 @@ class JetMethod(AbstractTaylorMethod):
             return output_leaves(fn, treedef, t, list(ys), args)
 
         self._check_rules(flat, t0, leaves)
-        coeffs = [leaves, [f for f in flat(t0, *leaves)]]
+        coeffs = [leaves, flat(t0, *leaves)]
         one = jnp.ones_like(t0)
         zero = jnp.zeros_like(t0)
         for k in range(1, order):

@@ -7,7 +7,7 @@ from diffrax import AbstractAdaptiveSolver, AbstractTerm, RESULTS
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
 from .._interpolation import TaylorInterpolation
-from .._polynomial import stack
+from .._polynomial import stack, sum_series
 from .._precision import check_controller_precision
 from .._terms import check_ode_term
 
@@ -99,8 +99,7 @@ class Taylor(AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         coeffs = self.expand(terms, t0, t1, y0, args)
-        # The sum at s = 1, smallest terms first.
-        y1 = jtu.tree_map(lambda *cs: sum(reversed(cs[1:]), cs[0] * 0) + cs[0], *coeffs)
+        y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
         y_error = coeffs[-1]
         dense_info = dict(coeffs=stack(coeffs))
         return y1, y_error, dense_info, None, RESULTS.successful
