@@ -3,9 +3,14 @@
 from ._base import AbstractTaylorMethod
 from .jet import JetMethod
 from .jvp import JvpMethod
+from .recurrence import RecurrenceMethod
 
 
-_METHODS: dict[str, type[AbstractTaylorMethod]] = {"jet": JetMethod, "jvp": JvpMethod}
+_METHODS: dict[str, type[AbstractTaylorMethod]] = {
+    "jet": JetMethod,
+    "jvp": JvpMethod,
+    "recurrence": RecurrenceMethod,
+}
 
 
 def resolve_method(method: str | AbstractTaylorMethod) -> AbstractTaylorMethod:

@@ -1,0 +1,398 @@
+"""Per-primitive Taylor rules for the recurrence engine.
+
+A rule computes the order-`k` coefficient of each output of one jaxpr equation:
+
+    rule(k, ins, outs, ctx, **params) -> list of arrays (one per output)
+
+- `ins`: one entry per input, a `Const` (a value that does not depend on t or y) or a
+  series (list of coefficients, orders `0..k` available);
+- `outs`: the outputs' series so far (orders `0..k-1`);
+- `ctx`: a dict private to this equation that persists across orders, for the
+  auxiliary series some recurrences need (e.g. `cos` for `sin`);
+- `params`: the equation's parameters.
+
+Rules are called for `k >= 1` only: the engine computes order 0 by applying the
+primitive itself. Every rule adds O(1) operations per order (see `_series.py`), so the
+expanded program grows linearly with the order.
+"""
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import _series as S
+
+
+class Const:
+    """A value that does not depend on the expansion variables: all its coefficients
+    beyond order 0 are zero."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def coeff(x, k):
+    """Order-k coefficient of a `Const` or series, as an array (zeros for a Const)."""
+    if isinstance(x, Const):
+        return x.value if k == 0 else jnp.zeros_like(x.value)
+    return x[k]
+
+
+def series_of(x, k):
+    """A series view of orders 0..k of a Const or series."""
+    if isinstance(x, Const):
+        return [x.value] + [jnp.zeros_like(x.value)] * k
+    return x
+
+
+Rule = Callable[..., list]
+RULES: dict[str, Rule] = {}
+
+# Primitives whose outputs have zero derivative (piecewise constant, or cut off from
+# differentiation): their series is the order-0 value alone.
+ZERO_DERIVATIVE = {
+    "sign", "floor", "ceil", "round", "stop_gradient", "is_finite", "nextafter",
+    "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor",
+    "argmax", "argmin", "iota", "random_bits", "random_seed", "random_wrap",
+    "random_unwrap", "rng_bit_generator", "population_count", "shift_left",
+    "shift_right_logical", "shift_right_arithmetic", "rem",
+}
+
+
+def _register(*names):
+    def wrap(fn):
+        for name in names:
+            RULES[name] = fn
+        return fn
+
+    return wrap
+
+
+# --- linear operations ----------------------------------------------------------------
+# Linear in their floating-point inputs jointly (integer/boolean inputs such as indices
+# and predicates are taken at the expansion point): order k is the operation applied to
+# the order-k coefficients, with constant floating inputs replaced by zeros.
+
+LINEAR = [
+    "add", "sub", "neg", "reshape", "broadcast_in_dim", "slice", "dynamic_slice",
+    "gather", "concatenate", "transpose", "squeeze", "expand_dims",
+    "convert_element_type", "pad", "reduce_sum", "rev", "copy", "copy_p", "select_n",
+    "dynamic_update_slice", "scatter-add", "scatter_add", "scatter", "cumsum", "real",
+    "imag", "reduce_precision", "split", "add_any", "squeeze_p", "sharding_constraint",
+    "reshard", "mesh_cast", "optimization_barrier",
+]
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(coeff(x, 0)), jnp.inexact)
+
+
+def linear_rule(prim):
+    def rule(k, ins, outs, ctx, **params):
+        args = [coeff(x, k) if _is_float(x) else coeff(x, 0) for x in ins]
+        out = prim.bind(*args, **params)
+        return list(out) if prim.multiple_results else [out]
+
+    return rule
+
+
+# --- products and quotients -----------------------------------------------------------
+
+
+def _bilinear(prim, k, ins, params):
+    a, b = ins
+    if isinstance(a, Const) or isinstance(b, Const):
+        # Linear in the other operand.
+        args = [x.value if isinstance(x, Const) else x[k] for x in (a, b)]
+        return [prim.bind(*args, **params)]
+    return None
+
+
+@_register("mul")
+def _mul(k, ins, outs, ctx, **params):
+    out = _bilinear(lax.mul_p, k, ins, params)
+    return out if out is not None else [S.cauchy(ins[0], ins[1], k)]
+
+
+@_register("dot_general")
+def _dot_general(k, ins, outs, ctx, **params):
+    out = _bilinear(lax.dot_general_p, k, ins, params)
+    if out is not None:
+        return out
+    a, b = ins
+    # sum_j dot(a_j, b_{k-j}) as one batched dot_general over a new leading axis.
+    A = jnp.stack([a[j] for j in range(k + 1)])
+    B = jnp.stack([b[k - j] for j in range(k + 1)])
+    (ca, cb), (ba, bb) = params["dimension_numbers"]
+    shift = lambda dims: tuple(d + 1 for d in dims)
+    dims = ((shift(ca), shift(cb)), ((0,) + shift(ba), (0,) + shift(bb)))
+    new_params = dict(params, dimension_numbers=dims)
+    return [jnp.sum(lax.dot_general_p.bind(A, B, **new_params), axis=0)]
+
+
+@_register("div")
+def _div(k, ins, outs, ctx, **params):
+    a, b = ins
+    if isinstance(b, Const):
+        return [a[k] / b.value]
+    return [S.quotient(coeff(a, k), b, outs[0], k)]
+
+
+@_register("square")
+def _square(k, ins, outs, ctx, **params):
+    return [S.cauchy(ins[0], ins[0], k)]
+
+
+# --- powers ---------------------------------------------------------------------------
+
+
+def _integer_power_series(a, n, k, ctx):
+    """a^n for integer n >= 1 by repeated multiplication (exact at a_0 = 0)."""
+    if n == 1:
+        return a[k]
+    pows = ctx.setdefault("pows", {})
+    # a^n = a^(n - n//2) * a^(n//2); memoise intermediate powers' series in ctx.
+    def series(m):
+        if m == 1:
+            return a
+        if m not in pows:
+            pows[m] = []
+        s = pows[m]
+        while len(s) <= k:
+            j = len(s)
+            lo, hi = series(m // 2), series(m - m // 2)
+            s.append(lo[0] * hi[0] if j == 0 else S.cauchy(lo, hi, j))
+        return s
+
+    return series(n)[k]
+
+
+@_register("integer_pow")
+def _integer_pow(k, ins, outs, ctx, y):
+    (a,) = ins
+    if y == 0:
+        return [jnp.zeros_like(a[0])]
+    if y > 0:
+        return [_integer_power_series(a, y, k, ctx)]
+    # a^-n = 1 / a^n
+    denom = ctx.setdefault("denom", [])
+    while len(denom) <= k:
+        denom.append(_integer_power_series(a, -y, len(denom), ctx))
+    return [S.quotient(jnp.zeros_like(a[0]), denom, outs[0], k)]
+
+
+def _pow_const(alpha, k, a, outs):
+    return S.power(a, outs[0], alpha, k)
+
+
+@_register("sqrt")
+def _sqrt(k, ins, outs, ctx, **params):
+    return [_pow_const(0.5, k, ins[0], outs)]
+
+
+@_register("rsqrt")
+def _rsqrt(k, ins, outs, ctx, **params):
+    return [_pow_const(-0.5, k, ins[0], outs)]
+
+
+@_register("cbrt")
+def _cbrt(k, ins, outs, ctx, **params):
+    return [_pow_const(1 / 3, k, ins[0], outs)]
+
+
+@_register("pow")
+def _pow(k, ins, outs, ctx, **params):
+    a, b = ins
+    if isinstance(b, Const):
+        return [S.power(series_of(a, k), outs[0], b.value, k)]
+    # a^b = exp(b log a), all three as series.
+    la = _aux(ctx, "log_a", k, lambda j, s: jnp.log(coeff(a, 0)) if j == 0 else S.logarithm(series_of(a, j), s, j))
+    prod = _aux(ctx, "b_log_a", k, lambda j, s: S.cauchy(series_of(b, j), la, j))
+    return [S.derivative_conv(prod, outs[0], k)]
+
+
+# --- auxiliary series -----------------------------------------------------------------
+
+
+def _aux(ctx, name, k, step):
+    """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`."""
+    s = ctx.setdefault(name, [])
+    while len(s) <= k:
+        s.append(step(len(s), s))
+    return s
+
+
+def _along(du):
+    """A rule for c = g(a) with c' = u a', where `du(m, a, c, ctx)` returns the
+    series u up to order m = k - 1."""
+
+    def rule(k, ins, outs, ctx, **params):
+        (a,) = ins
+        return [S.derivative_conv(a, du(k - 1, a, outs[0], ctx), k)]
+
+    return rule
+
+
+# exp: c' = c a'
+RULES["exp"] = _along(lambda m, a, c, ctx: c)
+# exp2: c' = ln2 c a'
+RULES["exp2"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: math.log(2) * c[j])
+)
+# expm1: c' = (c + 1) a'
+RULES["expm1"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[0] + 1 if j == 0 else c[j])
+)
+# tanh: c' = (1 - c^2) a'
+RULES["tanh"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: 1 - c[0] ** 2 if j == 0 else -S.cauchy(c, c, j)),
+)
+# logistic: c' = (c - c^2) a'
+RULES["logistic"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[j] - S.cauchy(c, c, j)),
+)
+# tan: c' = (1 + c^2) a'
+RULES["tan"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: 1 + c[0] ** 2 if j == 0 else S.cauchy(c, c, j)),
+)
+
+
+def _reciprocal_of(ctx, name, m, w):
+    """Series of 1/w up to order m, w a series function j -> w_j (memoised in ctx)."""
+    ws = _aux(ctx, name + "_w", m, lambda j, s: w(j))
+    return _aux(
+        ctx, name, m, lambda j, s: 1 / ws[0] if j == 0 else S.quotient(jnp.zeros_like(ws[0]), ws, s, j)
+    )
+
+
+def _power_of(ctx, name, m, w, alpha):
+    """Series of w^alpha up to order m."""
+    ws = _aux(ctx, name + "_w", m, lambda j, s: w(j))
+    return _aux(ctx, name, m, lambda j, s: ws[0] ** alpha if j == 0 else S.power(ws, s, alpha, j))
+
+
+def _one_plus_sq(a, sign):
+    # j -> order j of 1 + sign a^2
+    return lambda j: (1 + sign * a[0] ** 2) if j == 0 else sign * S.cauchy(a, a, j)
+
+
+# atan: c' = a' / (1 + a^2)
+RULES["atan"] = _along(lambda m, a, c, ctx: _reciprocal_of(ctx, "u", m, _one_plus_sq(a, 1)))
+# atanh: c' = a' / (1 - a^2)
+RULES["atanh"] = _along(lambda m, a, c, ctx: _reciprocal_of(ctx, "u", m, _one_plus_sq(a, -1)))
+# asin: c' = a' (1 - a^2)^(-1/2)
+RULES["asin"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(a, -1), -0.5))
+# acos: c' = -a' (1 - a^2)^(-1/2)
+RULES["acos"] = _along(lambda m, a, c, ctx: _aux(
+        ctx, "neg", m, lambda j, s: -_power_of(ctx, "u", m, _one_plus_sq(a, -1), -0.5)[j]
+    ),
+)
+# asinh: c' = a' (1 + a^2)^(-1/2)
+RULES["asinh"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(a, 1), -0.5))
+# acosh: c' = a' (a^2 - 1)^(-1/2)
+RULES["acosh"] = _along(lambda m, a, c, ctx: _power_of(
+        ctx, "u", m, lambda j: (a[0] ** 2 - 1) if j == 0 else S.cauchy(a, a, j), -0.5
+    ),
+)
+# erf: c' = (2/sqrt(pi)) exp(-a^2) a'
+def _erf_u(m, a, c, ctx):
+    w = _aux(ctx, "w", m, lambda j, s: -(a[0] ** 2) if j == 0 else -S.cauchy(a, a, j))
+    e = _aux(ctx, "e", m, lambda j, s: jnp.exp(w[0]) if j == 0 else S.derivative_conv(w, s, j))
+    return _aux(ctx, "u", m, lambda j, s: (2 / math.sqrt(math.pi)) * e[j])
+
+
+RULES["erf"] = _along(_erf_u)
+
+
+def _log_rule(shift):
+    def rule(k, ins, outs, ctx, **params):
+        (a,) = ins
+        if shift:  # log1p(a) = log(1 + a)
+            a = _aux(ctx, "one_plus_a", k, lambda j, s: 1 + a[0] if j == 0 else a[j])
+        return [S.logarithm(a, outs[0], k)]
+
+    return rule
+
+
+RULES["log"] = _log_rule(shift=False)
+RULES["log1p"] = _log_rule(shift=True)
+
+
+def _sincos(partner0, sign):
+    """c = g(a) with c' = u a', where u is the "partner" function of g with
+    u_0 = partner0(a_0) and u_j = sign * (order j of the integral of c a'):
+    sin: u = cos, cos_j = -sum(...sin...); cos: u = -sin; sinh: u = cosh; cosh: u = sinh."""
+    return _along(
+        lambda m, a, c, ctx: _aux(
+            ctx, "u", m, lambda j, s: partner0(a[0]) if j == 0 else sign * S.derivative_conv(a, c, j)
+        ),
+    )
+
+
+RULES["sin"] = _sincos(lax.cos, -1)
+RULES["cos"] = _sincos(lambda x: -lax.sin(x), -1)
+RULES["sinh"] = _sincos(lax.cosh, 1)
+RULES["cosh"] = _sincos(lax.sinh, 1)
+
+
+@_register("atan2")
+def _atan2(k, ins, outs, ctx, **params):
+    # c = atan2(y, x): c' = (x y' - y x') / (x^2 + y^2).
+    y, x = (series_of(v, k) for v in ins)
+    m = k - 1
+    num = _aux(
+        ctx, "num", m,
+        lambda j, s: S.cauchy(x, [S.derivative_series(y, i) for i in range(j + 1)], j)
+        - S.cauchy(y, [S.derivative_series(x, i) for i in range(j + 1)], j),
+    )
+    den = _aux(ctx, "den", m, lambda j, s: S.cauchy(x, x, j) + S.cauchy(y, y, j))
+    rate = _aux(ctx, "rate", m, lambda j, s: num[j] / den[0] if j == 0 else S.quotient(num[j], den, s, j))
+    return [rate[m] / k]
+
+
+# --- piecewise: the branch active at the expansion point -------------------------------
+
+
+@_register("abs")
+def _abs(k, ins, outs, ctx, **params):
+    (a,) = ins
+    return [jnp.sign(a[0]) * a[k]]
+
+
+def _choose(pick_first):
+    def rule(k, ins, outs, ctx, **params):
+        a, b = ins
+        first = ctx.setdefault("first", pick_first(coeff(a, 0), coeff(b, 0)))
+        return [jnp.where(first, coeff(a, k), coeff(b, k))]
+
+    return rule
+
+
+RULES["max"] = _choose(lambda a, b: a >= b)
+RULES["min"] = _choose(lambda a, b: a <= b)
+
+
+@_register("clamp")
+def _clamp(k, ins, outs, ctx, **params):
+    lo, x, hi = ins
+    x0, lo0, hi0 = coeff(x, 0), coeff(lo, 0), coeff(hi, 0)
+    inside = jnp.where(x0 < lo0, coeff(lo, k), jnp.where(x0 > hi0, coeff(hi, k), coeff(x, k)))
+    return [inside]
+
+
+def _reduce_choose():
+    def rule(k, ins, outs, ctx, axes, **params):
+        (a,) = ins
+        # The coefficient of the extremal element (ties share equally).
+        mask = ctx.get("mask")
+        if mask is None:
+            best = jnp.expand_dims(outs[0][0], axes)
+            mask = (a[0] == best).astype(a[0].dtype)
+            mask = ctx.setdefault("mask", mask / jnp.sum(mask, axis=axes, keepdims=True))
+        return [jnp.sum(mask * a[k], axis=axes)]
+
+    return rule
+
+
+RULES["reduce_max"] = _reduce_choose()
+RULES["reduce_min"] = _reduce_choose()

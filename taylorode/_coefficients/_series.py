@@ -1,0 +1,85 @@
+"""Recurrences for normalised Taylor coefficients.
+
+A series is a Python list `[a_0, a_1, ..., a_k]` of arrays with the shape of the value it
+expands, `a_j = a^(j)(t0) / j!`. Every function here returns the coefficient of order `k`
+of a result from the coefficients of its operands, using only orders that are already
+known (`< k` for the result itself). Sums over `j` are done on stacked arrays, so each
+call adds O(1) operations to the traced program, whatever `k`: the program grows
+linearly with the order.
+
+The formulas are the classical ones of automatic differentiation (Griewank & Walther,
+"Evaluating Derivatives", ch. 13; Jorba & Zou 2005). For `c' = u a'` (a function whose
+derivative is known in terms of other series) we use
+`c_k = (1/k) sum_{j=1..k} j a_j u_{k-j}`.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array
+
+
+Series = list[Array]
+
+
+def _stack(xs: list[Array], ndim: int) -> Array:
+    """Stack along a new leading axis, right-aligning ranks for broadcasting."""
+    s = jnp.stack([jnp.asarray(x) for x in xs])
+    missing = ndim - (s.ndim - 1)
+    if missing > 0:
+        s = s.reshape(s.shape[:1] + (1,) * missing + s.shape[1:])
+    return s
+
+
+def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
+    """sum_i w_i x_i y_i, with one stacked multiply and one reduction."""
+    if len(xs) == 1:
+        out = xs[0] * ys[0]
+        return out if weights is None else out * weights[0]
+    ndim = max(max(jnp.ndim(x) for x in xs), max(jnp.ndim(y) for y in ys))
+    prod = _stack(xs, ndim) * _stack(ys, ndim)
+    if weights is not None:
+        w = jnp.asarray(weights, dtype=prod.dtype)
+        prod = prod * w.reshape(w.shape + (1,) * ndim)
+    return jnp.sum(prod, axis=0)
+
+
+def cauchy(a: Series, b: Series, k: int, lo: int = 0) -> Array:
+    """`sum_{j=lo..k-lo} a_j b_{k-j}`: order k of a product (lo = 0)."""
+    js = range(lo, k - lo + 1)
+    return _dot_sum([a[j] for j in js], [b[k - j] for j in js])
+
+
+def derivative_conv(a: Series, u: Series, k: int) -> Array:
+    """Order k >= 1 of c where c' = u a': `(1/k) sum_{j=1..k} j a_j u_{k-j}`."""
+    js = range(1, k + 1)
+    return _dot_sum([a[j] for j in js], [u[k - j] for j in js], [j / k for j in js])
+
+
+def quotient(a_k: Array, b: Series, c: Series, k: int) -> Array:
+    """Order k of c = a / b, given a_k: `(a_k - sum_{j=1..k} b_j c_{k-j}) / b_0`."""
+    js = range(1, k + 1)
+    return (a_k - _dot_sum([b[j] for j in js], [c[k - j] for j in js])) / b[0]
+
+
+def power(a: Series, c: Series, alpha, k: int) -> Array:
+    """Order k of c = a^alpha (alpha constant, possibly an array):
+    `c_k = (alpha S_1 - S_2) / (k a_0)` with `S_1 = sum_{j<k} (k-j) a_{k-j} c_j` and
+    `S_2 = sum_{j<k} j a_{k-j} c_j`. Singular where a_0 = 0."""
+    js = range(0, k)
+    xs, ys = [a[k - j] for j in js], [c[j] for j in js]
+    s1 = _dot_sum(xs, ys, [k - j for j in js])
+    s2 = _dot_sum(xs, ys, [j for j in js])
+    return (alpha * s1 - s2) / (k * a[0])
+
+
+def logarithm(a: Series, c: Series, k: int) -> Array:
+    """Order k of c = log(a): `(a_k - (1/k) sum_{j=1..k-1} j c_j a_{k-j}) / a_0`."""
+    if k == 1:
+        return a[1] / a[0]
+    js = range(1, k)
+    s = _dot_sum([c[j] for j in js], [a[k - j] for j in js], [j / k for j in js])
+    return (a[k] - s) / a[0]
+
+
+def derivative_series(a: Series, m: int) -> Array:
+    """Order m of a': `(m + 1) a_{m+1}`."""
+    return (m + 1) * a[m + 1]
