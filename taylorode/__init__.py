@@ -6,11 +6,14 @@ from ._coefficients import (
     AbstractTaylorMethod as AbstractTaylorMethod,
     JetMethod as JetMethod,
     JvpMethod as JvpMethod,
+    RecurrenceMethod as RecurrenceMethod,
 )
+from ._custom_taylor import custom_taylor as custom_taylor
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
 from ._solver import Taylor as Taylor
 from ._taylor_coefficients import taylor_coefficients as taylor_coefficients
+from . import series as series
 
 
 __version__ = importlib.metadata.version("taylorode")

@@ -15,7 +15,7 @@ def taylor_coefficients(
     args: Any,
     order: int,
     *,
-    method: str | AbstractTaylorMethod = "jet",
+    method: str | AbstractTaylorMethod = "recurrence",
 ) -> PyTree:
     r"""Normalised Taylor coefficients of the solution of an ODE.
 
@@ -32,10 +32,13 @@ def taylor_coefficients(
     - `y0`: the state at `t0`; any PyTree of arrays.
     - `args`: passed through to `vector_field`; not expanded.
     - `order`: the highest coefficient returned, a Python int (at least 1).
-    - `method`: `"jet"` (recursive `jax.experimental.jet` in normalised form; the
-        default, practical to order ~40) or `"jvp"` (a nested `jax.jvp` tower: exact
-        and honours `jax.custom_jvp`, but its program grows exponentially with the
-        order, so it is limited to order 12 and is best kept at or below 8).
+    - `method`: `"recurrence"` (the default: taylorode's own engine, per-primitive
+        recurrences whose program grows linearly with the order; see
+        [`taylorode.RecurrenceMethod`][]), `"jet"` (recursive
+        `jax.experimental.jet` in normalised form; compile time grows like order² to
+        order³) or `"jvp"` (a nested `jax.jvp` tower: exact and honours
+        `jax.custom_jvp`, but its program grows exponentially with the order, so it
+        is limited to order 12 and is best kept at or below 8).
 
     **Returns:**
 
@@ -45,8 +48,8 @@ def taylor_coefficients(
     **Raises:**
 
     - `ValueError` for an invalid `order` or `method`.
-    - [`taylorode.TaylorRuleError`][] when `method="jet"` meets an operation without
-        a Taylor rule; the message names it.
+    - [`taylorode.TaylorRuleError`][] when the method meets an operation without a
+        Taylor rule; the message names it (and, for `"recurrence"`, where it is).
     """
     method = resolve_method(method)
     order = check_order(order, method)

@@ -43,7 +43,7 @@ def test_jvp_order_limit_explains_why():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match=r"Unknown Taylor coefficient method 'taylor'.*'jet', 'jvp'"):
+    with pytest.raises(ValueError, match=r"Unknown Taylor coefficient method 'taylor'.*'jet', 'jvp', 'recurrence'"):
         taylorode.Taylor(4, method="taylor")
 
 
@@ -71,21 +71,24 @@ UNSUPPORTED = {
 def test_missing_jet_rule_names_primitive(primitive):
     field, equivalent = UNSUPPORTED[primitive]
     y0 = jnp.array(0.4)
-    with pytest.raises(taylorode.TaylorRuleError, match=rf"no Taylor rule for {primitive}.*method='jvp'"):
-        taylorode.taylor_coefficients(field, 0.0, y0, None, 4)
+    with pytest.raises(taylorode.TaylorRuleError, match=rf"no Taylor rule for {primitive}.*method='recurrence'"):
+        taylorode.taylor_coefficients(field, 0.0, y0, None, 4, method="jet")
     # Inside diffeqsolve the error is the same, at trace time.
     with pytest.raises(taylorode.TaylorRuleError, match=primitive):
-        _solve(diffrax.ODETerm(field), taylorode.Taylor(4), y0=y0)
-    # The suggested fix works.
+        _solve(diffrax.ODETerm(field), taylorode.Taylor(4, method="jet"), y0=y0)
+    # The suggested fixes work (the recurrence engine has no `while` rule either).
     c_jvp = taylorode.taylor_coefficients(field, 0.0, y0, None, 4, method="jvp")
+    if primitive != "while":
+        c_rec = taylorode.taylor_coefficients(field, 0.0, y0, None, 4, method="recurrence")
+        np.testing.assert_allclose(c_rec, c_jvp, rtol=1e-12)
     if equivalent is not None:
-        c_ref = taylorode.taylor_coefficients(equivalent, 0.0, y0, None, 4)
+        c_ref = taylorode.taylor_coefficients(equivalent, 0.0, y0, None, 4, method="jet")
         np.testing.assert_allclose(c_jvp, c_ref, rtol=1e-12)
 
 
 def test_operations_on_args_alone_are_not_flagged():
     # jet evaluates functions of args alone as constants, so tan(args) is fine.
-    c = taylorode.taylor_coefficients(lambda t, y, k: jnp.tan(k) * y, 0.0, jnp.array(1.0), jnp.array(0.3), 5)
+    c = taylorode.taylor_coefficients(lambda t, y, k: jnp.tan(k) * y, 0.0, jnp.array(1.0), jnp.array(0.3), 5, method="jet")
     np.testing.assert_allclose(c[5], np.tan(0.3) ** 5 / 120, rtol=1e-13)
 
 

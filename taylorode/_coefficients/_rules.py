@@ -60,7 +60,8 @@ ZERO_DERIVATIVE = {
     "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor",
     "argmax", "argmin", "iota", "random_bits", "random_seed", "random_wrap",
     "random_unwrap", "rng_bit_generator", "population_count", "shift_left",
-    "shift_right_logical", "shift_right_arithmetic", "rem",
+    "shift_right_logical", "shift_right_arithmetic", "rem", "eq_to", "le_to", "lt_to",
+    "reduce_and", "reduce_or", "reduce_xor", "clz", "mulhi",
 }
 
 
@@ -84,7 +85,8 @@ LINEAR = [
     "convert_element_type", "pad", "reduce_sum", "rev", "copy", "copy_p", "select_n",
     "dynamic_update_slice", "scatter-add", "scatter_add", "scatter", "cumsum", "real",
     "imag", "reduce_precision", "split", "add_any", "squeeze_p", "sharding_constraint",
-    "reshard", "mesh_cast", "optimization_barrier",
+    "reshard", "mesh_cast", "optimization_barrier", "stack", "unstack", "tile",
+    "scatter-sub", "scatter_sub",
 ]
 
 
@@ -302,6 +304,10 @@ def _erf_u(m, a, c, ctx):
 
 
 RULES["erf"] = _along(_erf_u)
+# erfc = 1 - erf: c' = -(2/sqrt(pi)) exp(-a^2) a'
+RULES["erfc"] = _along(
+    lambda m, a, c, ctx: _aux(ctx, "neg_u", m, lambda j, s: -_erf_u(m, a, c, ctx)[j])
+)
 
 
 def _log_rule(shift):
@@ -353,23 +359,28 @@ def _atan2(k, ins, outs, ctx, **params):
 # --- piecewise: the branch active at the expansion point -------------------------------
 
 
+# At a kink exactly at the expansion point these follow JAX's own derivative
+# conventions (abs: the x >= 0 branch; max/min: half each at a tie), so the engine
+# agrees with jax.jvp there too.
+
+
 @_register("abs")
 def _abs(k, ins, outs, ctx, **params):
     (a,) = ins
-    return [jnp.sign(a[0]) * a[k]]
+    return [jnp.where(a[0] >= 0, a[k], -a[k])]
 
 
-def _choose(pick_first):
+def _choose(first_wins):
     def rule(k, ins, outs, ctx, **params):
         a, b = ins
-        first = ctx.setdefault("first", pick_first(coeff(a, 0), coeff(b, 0)))
-        return [jnp.where(first, coeff(a, k), coeff(b, k))]
+        a0, b0, ak, bk = coeff(a, 0), coeff(b, 0), coeff(a, k), coeff(b, k)
+        return [jnp.where(first_wins(a0, b0), ak, jnp.where(a0 == b0, 0.5 * (ak + bk), bk))]
 
     return rule
 
 
-RULES["max"] = _choose(lambda a, b: a >= b)
-RULES["min"] = _choose(lambda a, b: a <= b)
+RULES["max"] = _choose(lambda a, b: a > b)
+RULES["min"] = _choose(lambda a, b: a < b)
 
 
 @_register("clamp")

@@ -29,11 +29,18 @@ def _stack(xs: list[Array], ndim: int) -> Array:
     return s
 
 
+# Sums of at most this many terms are written out term by term; longer ones as one
+# stacked multiply-and-reduce. Written-out sums keep order 1 (a JVP) transposable, since
+# they never put primal and tangent values in one array.
+UNSTACKED_TERMS = 3
+
+
 def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
-    """sum_i w_i x_i y_i, with one stacked multiply and one reduction."""
-    if len(xs) == 1:
-        out = xs[0] * ys[0]
-        return out if weights is None else out * weights[0]
+    """sum_i w_i x_i y_i."""
+    if len(xs) <= UNSTACKED_TERMS:
+        ws = [1] * len(xs) if weights is None else weights
+        terms = [x * y if w == 1 else w * x * y for x, y, w in zip(xs, ys, ws)]
+        return sum(terms[1:], terms[0])
     ndim = max(max(jnp.ndim(x) for x in xs), max(jnp.ndim(y) for y in ys))
     prod = _stack(xs, ndim) * _stack(ys, ndim)
     if weights is not None:

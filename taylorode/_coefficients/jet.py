@@ -69,8 +69,7 @@ class JetMethod(AbstractTaylorMethod):
     Notably unsupported: `tan`, `atan`, `asin`, `acos`, `cbrt`, `exp2`, `lgamma`,
     control flow (`cond`, `while`, `scan`), linear solves, and every `jax.custom_jvp`
     / `jax.custom_vjp` function (e.g. `jax.nn.relu`, `jax.nn.softplus`). These raise
-    [`taylorode.TaylorRuleError`][] at trace time; `method="jvp"` handles them at low
-    order.
+    [`taylorode.TaylorRuleError`][] at trace time; `method="recurrence"` handles them.
     """
 
     name: ClassVar[str] = "jet"
@@ -106,8 +105,8 @@ class JetMethod(AbstractTaylorMethod):
             names = ", ".join(found)
             raise TaylorRuleError(
                 f"method='jet' cannot expand this vector field: jax.experimental.jet "
-                f"has no Taylor rule for {names}. Use method='jvp' (exact, honours "
-                "custom_jvp rules, practical up to order ~8), or rewrite the vector "
-                "field with supported operations (e.g. sin/cos instead of tan, "
-                "jnp.where instead of lax.cond)."
+                f"has no Taylor rule for {names}. Use method='recurrence' (the default: "
+                "taylorode's own engine, which covers these and honours "
+                "taylorode.custom_taylor rules) or method='jvp' (exact, practical up "
+                "to order ~8)."
             )

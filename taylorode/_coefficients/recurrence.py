@@ -8,9 +8,10 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
 from ._base import AbstractTaylorMethod, output_leaves
-from ._rules import Const, LINEAR, RULES, ZERO_DERIVATIVE, coeff, linear_rule
+from ._rules import Const, LINEAR, RULES, ZERO_DERIVATIVE, coeff, linear_rule, series_of
 
 
 # Primitives that call a sub-jaxpr: expanded inline.
@@ -22,13 +23,17 @@ _CALLS = {
 }
 
 
-def _where(eqn) -> str:
+def _where(eqn) -> str | None:
+    """`file:line (function)` of the user code that produced an equation, if known."""
     try:
         from jax._src import source_info_util
 
-        return source_info_util.summarize(eqn.source_info)
+        frame = source_info_util.user_frame(eqn.source_info.traceback)
     except Exception:  # pragma: no cover - private API moved
-        return "<unknown location>"
+        return None
+    if frame is None:
+        return None
+    return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
 
 
 def _closed(j):
@@ -42,9 +47,12 @@ class _Expander:
     coefficient of every variable, given inputs whose series reach order k, and
     returns the outputs (each a `Const` or a series)."""
 
-    def __init__(self, jaxpr, consts):
+    def __init__(self, jaxpr, consts, site=None):
         self.jaxpr = jaxpr
         self.consts = consts
+        # Where this jaxpr is called from in user code: equations inside library
+        # functions (e.g. a jitted jnp.sort) carry no user frame of their own.
+        self.site = site
         self.env: dict = {}
         self.ctxs = [dict() for _ in jaxpr.eqns]
 
@@ -82,8 +90,10 @@ class _Expander:
             for v, val in zip(eqn.outvars, vals):
                 self.env[v] = Const(val)
             return
-        rule = _rule(eqn)  # raises here, at trace time, for an unsupported primitive
-        if rule in (_call_rule, _cond_rule):
+        site = _where(eqn) or self.site
+        ctx["site"] = site
+        rule = _rule(eqn, site)  # raises here, at trace time, for an unsupported primitive
+        if rule in (_call_rule, _cond_rule, _custom_rule):
             outs = rule(0, ins, [None] * len(eqn.outvars), ctx, _eqn=eqn)
         else:
             outs = eqn.primitive.bind(*[coeff(x, 0) for x in ins], **eqn.params)
@@ -101,13 +111,29 @@ def _params(eqn) -> dict:
     return dict(eqn.params)
 
 
+def _registered_rule(eqn):
+    """The `taylorode.custom_taylor` rule of a custom_jvp_call equation, if any."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return None
+    debug = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
+    return CUSTOM_RULES.get(getattr(debug, "func_name", None))
+
+
+def _custom_rule(k, ins, outs, ctx, _eqn):
+    """A function with a registered Taylor rule: primal at order 0, then the rule."""
+    if k == 0:
+        return jex_core.jaxpr_as_fun(_eqn.params["call_jaxpr"])(*[coeff(x, 0) for x in ins])
+    rule = _registered_rule(_eqn)
+    return [rule(k, tuple(series_of(x, k) for x in ins), outs[0])]
+
+
 def _call_rule(k, ins, outs, ctx, _eqn):
     """Inline expansion of a called jaxpr (jit, custom_jvp/vjp primal, remat, ...)."""
     if k == 0:
         key = _CALLS[_eqn.primitive.name]
         jaxpr, consts = _closed(_eqn.params[key])
-        ctx["sub"] = _Expander(jaxpr, consts)
-        return ctx["sub"].step(0, ins)
+        ctx["sub"] = _Expander(jaxpr, consts, ctx["site"])
+        return [o if isinstance(o, Const) else o[0] for o in ctx["sub"].step(0, ins)]
     return [coeff(o, k) for o in ctx["sub"].step(k, ins)]
 
 
@@ -116,7 +142,7 @@ def _cond_rule(k, ins, outs, ctx, _eqn):
     expanded and the active one selected, since the index is only known at run time."""
     index, operands = coeff(ins[0], 0), ins[1:]
     if k == 0:
-        ctx["subs"] = [_Expander(*_closed(b)) for b in _eqn.params["branches"]]
+        ctx["subs"] = [_Expander(*_closed(b), ctx["site"]) for b in _eqn.params["branches"]]
         results = [sub.step(0, operands) for sub in ctx["subs"]]
     else:
         results = [sub.step(k, operands) for sub in ctx["subs"]]
@@ -132,9 +158,11 @@ def _cond_rule(k, ins, outs, ctx, _eqn):
 _LINEAR_CACHE: dict = {}
 
 
-def _rule(eqn):
+def _rule(eqn, site=None):
     prim = eqn.primitive
     name = prim.name
+    if _registered_rule(eqn) is not None:
+        return _custom_rule
     if name in _CALLS:
         return _call_rule
     if name == "cond":
@@ -147,7 +175,7 @@ def _rule(eqn):
         return _LINEAR_CACHE[prim]
     raise TaylorRuleError(
         f"method='recurrence' has no Taylor rule for the primitive '{name}', used at "
-        f"{_where(eqn)}. Either rewrite that part of the vector field with supported "
+        f"{site or '<unknown location>'}. Either rewrite that part of the vector field with supported "
         "operations (arithmetic, exp/log/pow, trigonometric and hyperbolic functions "
         "and their inverses, erf, min/max/abs/where, linear algebra products, "
         "indexing, lax.cond), or, if it sits inside a function of yours, give that "

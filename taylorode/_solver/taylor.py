@@ -69,7 +69,7 @@ class Taylor(AbstractAdaptiveSolver):
         TaylorInterpolation
     )
 
-    def __init__(self, order: int, method: str | AbstractTaylorMethod = "jet"):
+    def __init__(self, order: int, method: str | AbstractTaylorMethod = "recurrence"):
         self.method = resolve_method(method)
         self.taylor_order = check_order(order, self.method)
 
@@ -111,8 +111,8 @@ class Taylor(AbstractAdaptiveSolver):
 Taylor.__init__.__doc__ = """**Arguments:**
 
 - `order`: the Taylor order $p$, a Python int. Valid range: `[1, 60]` for
-    `method="jet"`, `[1, 12]` for `method="jvp"`. Orders 12-20 suit tolerances
-    1e-10 to 1e-15 in float64.
-- `method`: how the Taylor coefficients are computed: `"jet"` (default) or `"jvp"`;
-    see [`taylorode.taylor_coefficients`][].
+    `method="recurrence"` and `"jet"`, `[1, 12]` for `"jvp"`. Orders 12-20 suit
+    tolerances 1e-10 to 1e-15 in float64.
+- `method`: how the Taylor coefficients are computed: `"recurrence"` (default),
+    `"jet"` or `"jvp"`; see [`taylorode.taylor_coefficients`][].
 """
