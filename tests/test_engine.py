@@ -146,9 +146,10 @@ _xexp.defjvp(lambda p, t: (_xexp(p[0]), (1 + p[0]) * jnp.exp(p[0]) * t[0]))
 
 
 def test_custom_jvp_without_taylor_rule_uses_primal():
-    field = lambda t, y, a: -_xexp(y)
-    y0 = jnp.array([0.2, -0.4])
-    _close(_coeffs(field, 0.0, y0, None, 6, "recurrence"), _coeffs(field, 0.0, y0, None, 6, "jvp"))
+    # Applied to the state (expanded through its primal) and to args alone (a constant).
+    field = lambda t, y, k: -_xexp(y) + _xexp(k) * y
+    y0, k = jnp.array([0.2, -0.4]), jnp.array(0.3)
+    _close(_coeffs(field, 0.0, y0, k, 6, "recurrence"), _coeffs(field, 0.0, y0, k, 6, "jvp"))
 
 
 def _newton_sqrt(x):

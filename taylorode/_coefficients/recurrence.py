@@ -36,6 +36,13 @@ def _where(eqn) -> str | None:
     return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
 
 
+def _bind(eqn, values: list) -> list:
+    """Apply an equation's primitive to values, as `jax.core.eval_jaxpr` does (call
+    primitives such as custom_jvp_call rebuild their functions in get_bind_params)."""
+    out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
 def _closed(j):
     if isinstance(j, jex_core.ClosedJaxpr):
         return j.jaxpr, list(j.consts)
@@ -85,9 +92,7 @@ class _Expander:
         name = eqn.primitive.name
         floats = [jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars]
         if all(isinstance(x, Const) for x in ins) or name in ZERO_DERIVATIVE or not any(floats):
-            vals = eqn.primitive.bind(*[coeff(x, 0) for x in ins], **eqn.params)
-            vals = vals if eqn.primitive.multiple_results else [vals]
-            for v, val in zip(eqn.outvars, vals):
+            for v, val in zip(eqn.outvars, _bind(eqn, [coeff(x, 0) for x in ins])):
                 self.env[v] = Const(val)
             return
         site = _where(eqn) or self.site
@@ -96,8 +101,7 @@ class _Expander:
         if rule in (_call_rule, _cond_rule, _custom_rule):
             outs = rule(0, ins, [None] * len(eqn.outvars), ctx, _eqn=eqn)
         else:
-            outs = eqn.primitive.bind(*[coeff(x, 0) for x in ins], **eqn.params)
-            outs = outs if eqn.primitive.multiple_results else [outs]
+            outs = _bind(eqn, [coeff(x, 0) for x in ins])
         for v, out, is_float in zip(eqn.outvars, outs, floats):
             if isinstance(out, Const) or not is_float:
                 self.env[v] = out if isinstance(out, Const) else Const(out)
