@@ -35,6 +35,12 @@ class AbstractTaylorMethod(eqx.Module):
         """Return `[y^[0], ..., y^[order]]` for `y' = fn(t, y, args)`, `y(t0) = y0`."""
 
 
+def flatten_state(t0, y0) -> tuple:
+    """`(t0, leaves, treedef)`: the expansion time and the state's leaves as arrays."""
+    leaves, treedef = jtu.tree_flatten(y0)
+    return jnp.asarray(t0), [jnp.asarray(x) for x in leaves], treedef
+
+
 def output_leaves(fn: VectorField, treedef, t, y_leaves, args) -> list:
     """Evaluate `fn` on flat leaves and return flat leaves, checking the structure.
 

@@ -19,7 +19,6 @@ expanded program grows linearly with the order.
 import math
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 from jax.experimental import jet as jet_module
 
 from .._errors import TaylorRuleError
-from ._base import AbstractTaylorMethod, output_leaves
+from ._base import AbstractTaylorMethod, flatten_state, output_leaves
 
 
 # Custom-derivative primitives: jet has no rule for them and fails with an
@@ -76,9 +76,7 @@ class JetMethod(AbstractTaylorMethod):
     max_order: ClassVar[int] = 60
 
     def expand(self, fn, t0, y0, args, order):
-        leaves, treedef = jtu.tree_flatten(y0)
-        leaves = [jnp.asarray(x) for x in leaves]
-        t0 = jnp.asarray(t0)
+        t0, leaves, treedef = flatten_state(t0, y0)
 
         def flat(t, *ys):
             return output_leaves(fn, treedef, t, list(ys), args)

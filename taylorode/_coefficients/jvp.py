@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from ._base import AbstractTaylorMethod, output_leaves
+from ._base import AbstractTaylorMethod, flatten_state, output_leaves
 
 
 class JvpMethod(AbstractTaylorMethod):
@@ -30,9 +30,7 @@ class JvpMethod(AbstractTaylorMethod):
     max_order: ClassVar[int] = 12
 
     def expand(self, fn, t0, y0, args, order):
-        leaves, treedef = jtu.tree_flatten(y0)
-        leaves = [jnp.asarray(x) for x in leaves]
-        t0 = jnp.asarray(t0)
+        t0, leaves, treedef = flatten_state(t0, y0)
 
         def field(t, ys):
             return output_leaves(fn, treedef, t, ys, args)

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 
 from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
-from ._base import AbstractTaylorMethod, output_leaves
+from ._base import AbstractTaylorMethod, flatten_state, output_leaves
 from ._rules import Const, LINEAR, RULES, ZERO_DERIVATIVE, coeff, linear_rule, series_of
 
 
@@ -215,9 +215,7 @@ class RecurrenceMethod(AbstractTaylorMethod):
     max_order: ClassVar[int] = 60
 
     def expand(self, fn, t0, y0, args, order):
-        leaves, treedef = jtu.tree_flatten(y0)
-        leaves = [jnp.asarray(x) for x in leaves]
-        t0 = jnp.asarray(t0)
+        t0, leaves, treedef = flatten_state(t0, y0)
         dynamic, static = eqx.partition(args, eqx.is_array)
         arg_leaves, arg_def = jtu.tree_flatten(dynamic)
         n = len(leaves)
