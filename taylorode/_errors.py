@@ -16,6 +16,6 @@ class TaylorRuleError(NotImplementedError):
 
 class PrecisionWarning(UserWarning):
     """The requested tolerance is below what the state's floating-point type can
-    represent (e.g. `rtol=1e-12` with a float32 state). Enable 64-bit floats with
-    `jax.config.update("jax_enable_x64", True)` and pass float64 arrays.
+    represent (e.g. `rtol=1e-12` with a float32 state). Enable 64-bit floats (JAX's
+    `jax_enable_x64` option) and pass float64 arrays.
     """

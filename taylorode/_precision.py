@@ -61,9 +61,9 @@ def warn_if_tolerance_below_precision(y0, rtol, atol) -> None:
             warnings.warn(
                 f"The tolerance {tol:g} is below what {jnp.dtype(dtype).name} can "
                 f"resolve (machine epsilon {eps:.2g}): the solve will take many tiny "
-                "steps and still not reach it. Enable 64-bit floats with "
-                "`jax.config.update('jax_enable_x64', True)` and pass float64 "
-                f"arrays, or loosen the tolerance to at least {10 * eps:.1g}.",
+                "steps and still not reach it. Enable 64-bit floats (JAX's "
+                "`jax_enable_x64` option, or JAX_ENABLE_X64=1 in the environment) and "
+                f"pass float64 arrays, or loosen the tolerance to at least {10 * eps:.1g}.",
                 PrecisionWarning,
                 stacklevel=4,
             )
