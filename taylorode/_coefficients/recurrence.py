@@ -19,7 +19,6 @@ _CALLS = {
     "jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
     "remat": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
     "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "custom_lin": None,
 }
 
 
@@ -98,7 +97,7 @@ class _Expander:
         site = _where(eqn) or self.site
         ctx["site"] = site
         rule = _rule(eqn, site)  # raises here, at trace time, for an unsupported primitive
-        if rule in (_call_rule, _cond_rule, _custom_rule):
+        if rule in (_call_rule, _cond_rule):
             outs = rule(0, ins, [None] * len(eqn.outvars), ctx, _eqn=eqn)
         else:
             outs = _bind(eqn, [coeff(x, 0) for x in ins])
@@ -124,9 +123,8 @@ def _registered_rule(eqn):
 
 
 def _custom_rule(k, ins, outs, ctx, _eqn):
-    """A function with a registered Taylor rule: primal at order 0, then the rule."""
-    if k == 0:
-        return jex_core.jaxpr_as_fun(_eqn.params["call_jaxpr"])(*[coeff(x, 0) for x in ins])
+    """A function with a registered Taylor rule (order 0 is its primal, as for every
+    primitive)."""
     rule = _registered_rule(_eqn)
     return [rule(k, tuple(series_of(x, k) for x in ins), outs[0])]
 
