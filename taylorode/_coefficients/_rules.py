@@ -154,8 +154,6 @@ def _square(k, ins, outs, ctx, **params):
 
 def _integer_power_series(a, n, k, ctx):
     """a^n for integer n >= 1 by repeated multiplication (exact at a_0 = 0)."""
-    if n == 1:
-        return a[k]
     pows = ctx.setdefault("pows", {})
     # a^n = a^(n - n//2) * a^(n//2); memoise intermediate powers' series in ctx.
     def series(m):
@@ -187,23 +185,19 @@ def _integer_pow(k, ins, outs, ctx, y):
     return [S.quotient(jnp.zeros_like(a[0]), denom, outs[0], k)]
 
 
-def _pow_const(alpha, k, a, outs):
-    return S.power(a, outs[0], alpha, k)
-
-
 @_register("sqrt")
 def _sqrt(k, ins, outs, ctx, **params):
-    return [_pow_const(0.5, k, ins[0], outs)]
+    return [S.power(ins[0], outs[0], 0.5, k)]
 
 
 @_register("rsqrt")
 def _rsqrt(k, ins, outs, ctx, **params):
-    return [_pow_const(-0.5, k, ins[0], outs)]
+    return [S.power(ins[0], outs[0], -0.5, k)]
 
 
 @_register("cbrt")
 def _cbrt(k, ins, outs, ctx, **params):
-    return [_pow_const(1 / 3, k, ins[0], outs)]
+    return [S.power(ins[0], outs[0], 1 / 3, k)]
 
 
 @_register("pow")
@@ -242,19 +236,26 @@ def _along(du):
 # exp: c' = c a'
 RULES["exp"] = _along(lambda m, a, c, ctx: c)
 # exp2: c' = ln2 c a'
-RULES["exp2"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: math.log(2) * c[j])
-)
+RULES["exp2"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: math.log(2) * c[j]))
 # expm1: c' = (c + 1) a'
-RULES["expm1"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[0] + 1 if j == 0 else c[j])
+RULES["expm1"] = _along(
+    lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[0] + 1 if j == 0 else c[j])
 )
 # tanh: c' = (1 - c^2) a'
-RULES["tanh"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: 1 - c[0] ** 2 if j == 0 else -S.cauchy(c, c, j)),
+RULES["tanh"] = _along(
+    lambda m, a, c, ctx: _aux(
+        ctx, "u", m, lambda j, s: 1 - c[0] ** 2 if j == 0 else -S.cauchy(c, c, j)
+    )
 )
 # logistic: c' = (c - c^2) a'
-RULES["logistic"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[j] - S.cauchy(c, c, j)),
+RULES["logistic"] = _along(
+    lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[j] - S.cauchy(c, c, j))
 )
 # tan: c' = (1 + c^2) a'
-RULES["tan"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: 1 + c[0] ** 2 if j == 0 else S.cauchy(c, c, j)),
+RULES["tan"] = _along(
+    lambda m, a, c, ctx: _aux(
+        ctx, "u", m, lambda j, s: 1 + c[0] ** 2 if j == 0 else S.cauchy(c, c, j)
+    )
 )
 
 
@@ -284,18 +285,23 @@ RULES["atanh"] = _along(lambda m, a, c, ctx: _reciprocal_of(ctx, "u", m, _one_pl
 # asin: c' = a' (1 - a^2)^(-1/2)
 RULES["asin"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(a, -1), -0.5))
 # acos: c' = -a' (1 - a^2)^(-1/2)
-RULES["acos"] = _along(lambda m, a, c, ctx: _aux(
-        ctx, "neg", m, lambda j, s: -_power_of(ctx, "u", m, _one_plus_sq(a, -1), -0.5)[j]
-    ),
-)
+def _acos_u(m, a, c, ctx):
+    w = _power_of(ctx, "w", m, _one_plus_sq(a, -1), -0.5)
+    return _aux(ctx, "u", m, lambda j, s: -w[j])
+
+
+RULES["acos"] = _along(_acos_u)
 # asinh: c' = a' (1 + a^2)^(-1/2)
 RULES["asinh"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(a, 1), -0.5))
 # acosh: c' = a' (a^2 - 1)^(-1/2)
-RULES["acosh"] = _along(lambda m, a, c, ctx: _power_of(
+RULES["acosh"] = _along(
+    lambda m, a, c, ctx: _power_of(
         ctx, "u", m, lambda j: (a[0] ** 2 - 1) if j == 0 else S.cauchy(a, a, j), -0.5
-    ),
+    )
 )
 # erf: c' = (2/sqrt(pi)) exp(-a^2) a'
+
+
 def _erf_u(m, a, c, ctx):
     w = _aux(ctx, "w", m, lambda j, s: -(a[0] ** 2) if j == 0 else -S.cauchy(a, a, j))
     e = _aux(ctx, "e", m, lambda j, s: jnp.exp(w[0]) if j == 0 else S.derivative_conv(w, s, j))
@@ -303,10 +309,15 @@ def _erf_u(m, a, c, ctx):
 
 
 RULES["erf"] = _along(_erf_u)
+
+
 # erfc = 1 - erf: c' = -(2/sqrt(pi)) exp(-a^2) a'
-RULES["erfc"] = _along(
-    lambda m, a, c, ctx: _aux(ctx, "neg_u", m, lambda j, s: -_erf_u(m, a, c, ctx)[j])
-)
+def _erfc_u(m, a, c, ctx):
+    u = _erf_u(m, a, c, ctx)
+    return _aux(ctx, "neg_u", m, lambda j, s: -u[j])
+
+
+RULES["erfc"] = _along(_erfc_u)
 
 
 def _log_rule(shift):
@@ -345,11 +356,9 @@ def _atan2(k, ins, outs, ctx, **params):
     # c = atan2(y, x): c' = (x y' - y x') / (x^2 + y^2).
     y, x = (series_of(v, k) for v in ins)
     m = k - 1
-    num = _aux(
-        ctx, "num", m,
-        lambda j, s: S.cauchy(x, [S.derivative_series(y, i) for i in range(j + 1)], j)
-        - S.cauchy(y, [S.derivative_series(x, i) for i in range(j + 1)], j),
-    )
+    dy = _aux(ctx, "dy", m, lambda j, s: S.derivative_series(y, j))
+    dx = _aux(ctx, "dx", m, lambda j, s: S.derivative_series(x, j))
+    num = _aux(ctx, "num", m, lambda j, s: S.cauchy(x, dy, j) - S.cauchy(y, dx, j))
     den = _aux(ctx, "den", m, lambda j, s: S.cauchy(x, x, j) + S.cauchy(y, y, j))
     rate = _aux(ctx, "rate", m, lambda j, s: num[j] / den[0] if j == 0 else S.quotient(num[j], den, s, j))
     return [rate[m] / k]

@@ -49,9 +49,9 @@ def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
     return jnp.sum(prod, axis=0)
 
 
-def cauchy(a: Series, b: Series, k: int, lo: int = 0) -> Array:
-    """`sum_{j=lo..k-lo} a_j b_{k-j}`: order k of a product (lo = 0)."""
-    js = range(lo, k - lo + 1)
+def cauchy(a: Series, b: Series, k: int) -> Array:
+    """`sum_{j=0..k} a_j b_{k-j}`: order k of a product."""
+    js = range(k + 1)
     return _dot_sum([a[j] for j in js], [b[k - j] for j in js])
 
 
