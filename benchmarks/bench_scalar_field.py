@@ -2,11 +2,13 @@
 
 The Pleiades problem (Hairer, Nørsett & Wanner: 7 bodies in the plane, masses 1..7,
 28 coordinates) written body by body with Python loops, as it is often written. This is
-the recurrence engine's weak case (see docs/benchmarks.md): every scalar operation gets
-its own recurrence per order. Compile time and run time of one coefficient set (inside a
-compiled fori_loop of 50), for the orders given.
+the case the recurrence engine's scalar batching is for (see docs/benchmarks.md): without
+it every scalar operation gets its own recurrence per order. Compile time and run time of
+one coefficient set (inside a compiled fori_loop of 50), for the orders given.
 
-Run with `python benchmarks/bench_scalar_field.py [--orders 8 20] [--method recurrence]`.
+Run with `python benchmarks/bench_scalar_field.py [--orders 8 20] [--method recurrence]`;
+methods: `recurrence` (the default engine, scalar batching on), `unbatched` (the same
+engine with `batch_scalars=False`), `jet`.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 import taylorode
+from taylorode import RecurrenceMethod
 
 
 jax.config.update("jax_enable_x64", True)
@@ -50,11 +53,12 @@ def main():
     parser.add_argument("--method", default="recurrence")
     cli = parser.parse_args()
     print("| field | method | order | compile (s) | run (µs) |\n|---|---|---:|---:|---:|")
+    method = RecurrenceMethod(batch_scalars=False) if cli.method == "unbatched" else cli.method
     for p in cli.orders:
 
         def body(i, carry, p=p):
             y, acc = carry
-            c = taylorode.taylor_coefficients(pleiades, 0.0, y, None, p, method=cli.method)
+            c = taylorode.taylor_coefficients(pleiades, 0.0, y, None, p, method=method)
             return y + 1e-14 * c[-1], acc + c[-1]
 
         fn = jax.jit(lambda y: jax.lax.fori_loop(0, LOOP, body, (y, jnp.zeros_like(y))))

@@ -149,6 +149,71 @@ def _square(k, ins, outs, ctx, **params):
     return [S.cauchy(ins[0], ins[0], k)]
 
 
+def _shift_in(x, shift, axis, fill):
+    """`x` shifted by `shift` places along `axis` (towards higher indices if `shift > 0`,
+    lower if `< 0`), the vacated places filled with `fill`: one `pad`."""
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (shift, -shift, 0)
+    return lax.pad(x, jnp.asarray(fill, dtype=x.dtype), config)
+
+
+@_register("reduce_prod")
+def _reduce_prod(k, ins, outs, ctx, axes, **params):
+    # A balanced tree of Cauchy products over the reduced elements: ceil(log2 m) levels,
+    # each one batched product of the even-indexed rows by the odd-indexed rows. Exact
+    # where elements vanish (no logarithms); each level's series persists in ctx, so
+    # each order adds O(log m) operations.
+    (a,) = ins
+    shape = a[0].shape
+    m = math.prod(shape[d] for d in axes)
+    if m == 0:
+        return [jnp.zeros_like(outs[0][0])]
+    rest = tuple(d for d in range(len(shape)) if d not in axes)
+    flat_shape = (m,) + tuple(shape[d] for d in rest)
+
+    def flatten(x):
+        return jnp.reshape(jnp.transpose(x, tuple(axes) + rest), flat_shape)
+
+    cur = _aux(ctx, "flat", k, lambda j, s: flatten(a[j]))
+    levels = ctx.setdefault("levels", [])
+    n, depth = m, 0
+    while n > 1:
+        if len(levels) <= depth:
+            levels.append(([], [], []))
+        lo, hi, prod = levels[depth]
+        while len(prod) <= k:
+            j = len(prod)
+            x = cur[j]
+            if n % 2:  # pad with the identity: 1 at order 0, 0 above
+                fill = jnp.asarray(1 if j == 0 else 0, dtype=x.dtype)
+                x = lax.pad(x, fill, [(0, 1, 0)] + [(0, 0, 0)] * (x.ndim - 1))
+            lo.append(lax.slice_in_dim(x, 0, n + n % 2, stride=2, axis=0))
+            hi.append(lax.slice_in_dim(x, 1, n + n % 2, stride=2, axis=0))
+            prod.append(lo[0] * hi[0] if j == 0 else S.cauchy(lo, hi, j))
+        cur, n, depth = prod, (n + 1) // 2, depth + 1
+    return [jnp.reshape(cur[k], outs[0][0].shape)]
+
+
+@_register("cumprod")
+def _cumprod(k, ins, outs, ctx, axis, reverse, **params):
+    # Hillis-Steele prefix products: level L multiplies each running product by the one
+    # 2^L places before it (after it if reversed), ceil(log2 m) levels of Cauchy products.
+    (a,) = ins
+    m = a[0].shape[axis]
+    cur, step, depth = a, 1, 0
+    levels = ctx.setdefault("levels", [])
+    while step < m:
+        if len(levels) <= depth:
+            levels.append(([], []))
+        shifted, prod = levels[depth]
+        while len(prod) <= k:
+            j = len(prod)
+            shifted.append(_shift_in(cur[j], -step if reverse else step, axis, 1 if j == 0 else 0))
+            prod.append(cur[0] * shifted[0] if j == 0 else S.cauchy(cur, shifted, j))
+        cur, step, depth = prod, 2 * step, depth + 1
+    return [cur[k]]
+
+
 # --- powers ---------------------------------------------------------------------------
 
 
@@ -415,3 +480,54 @@ def _reduce_choose():
 
 RULES["reduce_max"] = _reduce_choose()
 RULES["reduce_min"] = _reduce_choose()
+
+
+def _cumulative_choose(combine):
+    """cummax/cummin: the coefficient of the running extremum. JAX differentiates these
+    as an associative scan of max/min, so the order-k coefficients are the same scan
+    over (order-0 value, order-k coefficient) pairs, ties sharing equally as in `_choose`."""
+
+    def pair(x, y):
+        (x0, xk), (y0, yk) = x, y
+        first = combine(x0, y0)
+        ck = jnp.where(first, xk, jnp.where(x0 == y0, 0.5 * (xk + yk), yk))
+        return jnp.where(first, x0, y0), ck
+
+    def rule(k, ins, outs, ctx, axis, reverse, **params):
+        (a,) = ins
+        return [lax.associative_scan(pair, (a[0], a[k]), reverse=reverse, axis=axis)[1]]
+
+    return rule
+
+
+RULES["cummax"] = _cumulative_choose(lambda a, b: a > b)
+RULES["cummin"] = _cumulative_choose(lambda a, b: a < b)
+
+
+@_register("sort")
+def _sort(k, ins, outs, ctx, dimension, is_stable, num_keys, **params):
+    # The permutation at the expansion point (as JAX's own sort JVP: the operands'
+    # order-0 values sorted together with an iota), applied to every float operand's
+    # order-k coefficients. Ties keep the order that sort gives the iota.
+    perm = ctx.get("perm")
+    if perm is None:
+        x0s = [coeff(x, 0) for x in ins]
+        shape = x0s[0].shape
+        iota = lax.broadcasted_iota(jnp.int32, shape, dimension)
+        perm = lax.sort_p.bind(*x0s, iota, dimension=dimension, is_stable=is_stable, num_keys=num_keys)[-1]
+        ctx["perm"] = perm
+    ndim = perm.ndim
+    batch = tuple(d for d in range(ndim) if d != dimension)
+    dnums = lax.GatherDimensionNumbers(
+        offset_dims=(), collapsed_slice_dims=(dimension,), start_index_map=(dimension,),
+        operand_batching_dims=batch, start_indices_batching_dims=batch,
+    )
+    idx = jnp.expand_dims(perm, ndim)
+    new = []
+    for x, o in zip(ins, outs):
+        if isinstance(o, Const):  # integer operand (e.g. argsort's iota): no series
+            new.append(o.value)
+        else:
+            new.append(lax.gather(coeff(x, k), idx, dnums, (1,) * ndim,
+                                  mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS))
+    return new

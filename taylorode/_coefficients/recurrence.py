@@ -11,6 +11,7 @@ import jax.tree_util as jtu
 from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
 from ._base import AbstractTaylorMethod, flatten_state, output_leaves
+from ._batching import batch_scalars
 from ._rules import Const, LINEAR, RULES, ZERO_DERIVATIVE, coeff, linear_rule, series_of
 
 
@@ -179,8 +180,8 @@ def _rule(eqn, site=None):
         f"method='recurrence' has no Taylor rule for the primitive '{name}', used at "
         f"{site or '<unknown location>'}. Either rewrite that part of the vector field with supported "
         "operations (arithmetic, exp/log/pow, trigonometric and hyperbolic functions "
-        "and their inverses, erf, min/max/abs/where, linear algebra products, "
-        "indexing, lax.cond), or, if it sits inside a function of yours, give that "
+        "and their inverses, erf, min/max/abs/where, sort, sums and products, linear "
+        "algebra products, indexing, lax.cond), or, if it sits inside a function of yours, give that "
         "function a Taylor rule with `taylorode.custom_taylor`. method='jvp' also "
         "handles it at low order."
     )
@@ -201,13 +202,24 @@ class RecurrenceMethod(AbstractTaylorMethod):
     `exp`/`exp2`/`log`/`log1p`/`expm1`, `sin`/`cos`/`tan`/`asin`/`acos`/`atan`/`atan2`,
     `sinh`/`cosh`/`tanh` and inverses, `logistic`, `erf`; `abs`, `max`, `min`, `clamp`,
     `select_n` (`jnp.where`), `sign` and `lax.cond`/`lax.switch`, taking the branch
-    active at the expansion point; `dot_general` with constant or state-dependent
-    operands; reductions; reshaping, broadcasting, slicing, gathering with constant
+    active at the expansion point; `sort` (all coefficients follow the order-0
+    permutation); `dot_general` with constant or state-dependent operands; reductions
+    (sum, product, max, min) and cumulative sums, products, maxima and minima; reshaping, broadcasting, slicing, gathering with constant
     indices, concatenation, padding; nested `jit`; `stop_gradient` (a constant); and
     `jax.custom_jvp`/`jax.custom_vjp` functions (their registered Taylor rule, see
     [`taylorode.custom_taylor`][], else their primal). Anything else raises
     [`taylorode.TaylorRuleError`][] naming the primitive and where it is used.
+
+    **Arguments:**
+
+    - `batch_scalars`: before expanding, rewrite the vector field so that independent
+        scalar operations of the same kind (as in fields written with Python loops over
+        components) run as one vector operation. This cuts compile time and run time of
+        such fields several-fold and leaves vectorised fields unchanged; turn it off
+        only to compare.
     """
+
+    batch_scalars: bool = True
 
     name: ClassVar[str] = "recurrence"
     max_order: ClassVar[int] = 60
@@ -223,6 +235,8 @@ class RecurrenceMethod(AbstractTaylorMethod):
             return output_leaves(fn, treedef, t, list(xs[:n]), full_args)
 
         closed = jax.make_jaxpr(flat)(t0, *leaves, *arg_leaves)
+        if self.batch_scalars:
+            closed = batch_scalars(closed, t0, *leaves, *arg_leaves)
         expander = _Expander(closed.jaxpr, list(closed.consts))
         t_series = [t0, jnp.ones_like(t0)]
         ys = [[y] for y in leaves]
