@@ -102,7 +102,7 @@ def _f32_solve(rtol):
         None,
         f32(1.0),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol),
-        max_steps=16,
+        max_steps=64,
         throw=False,
     )
 

@@ -24,9 +24,13 @@ class Taylor(AbstractAdaptiveSolver):
     adjoint terms as well as forward solves.
 
     - Order $p$; `order(terms)` and `error_order(terms)` both return $p$.
-    - Error estimate: the last term $c_p = y^{[p]} h^p$, i.e. the difference between
-      the order-$p$ and order-$(p-1)$ truncations (the order-$p$ sum is kept:
-      local extrapolation). It works with [`diffrax.PIDController`][].
+    - Error estimate: per component, the larger of the last two terms
+      $|c_{p-1}|, |c_p|$ with $c_j = y^{[j]} h^j$, the order-$p$ sum being kept (local
+      extrapolation). This is conservative (it bounds the error of the order-$(p-1)$
+      sum), stays honest when one coefficient vanishes (odd or even solutions), and is
+      what [`taylorode.TaylorController`][] measures. It works with
+      [`taylorode.TaylorController`][] (steps from the radius of convergence, as in
+      heyoka) and with [`diffrax.PIDController`][].
     - Dense output: the step's own Taylor polynomial ([`taylorode.TaylorInterpolation`][]),
       at full order and no extra evaluations.
     - One expansion (of order $p$) per step; no state is carried between steps.
@@ -100,7 +104,7 @@ class Taylor(AbstractAdaptiveSolver):
         del solver_state, made_jump
         coeffs = self.expand(terms, t0, t1, y0, args)
         y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
-        y_error = coeffs[-1]
+        y_error = _error_estimate(coeffs)
         dense_info = dict(coeffs=stack(coeffs))
         return y1, y_error, dense_info, None, RESULTS.successful
 
@@ -108,11 +112,16 @@ class Taylor(AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
 
-Taylor.__init__.__doc__ = """**Arguments:**
+def _error_estimate(coeffs: list):
+    """Per component, the larger of the last two scaled terms `|c_{p-1}|, |c_p|`.
 
-- `order`: the Taylor order $p$, a Python int. Valid range: `[1, 60]` for
-    `method="recurrence"` and `"jet"`, `[1, 12]` for `"jvp"`. Orders 12-20 suit
-    tolerances 1e-10 to 1e-15 in float64.
-- `method`: how the Taylor coefficients are computed: `"recurrence"` (default),
-    `"jet"` or `"jvp"`; see [`taylorode.taylor_coefficients`][].
-"""
+    This bounds the error of the order-(p-1) sum, so it over-estimates the error of the
+    order-p sum that the step keeps, and it stays honest when one coefficient happens to
+    vanish (odd or even solutions). It is the quantity Jorba & Zou's step rule measures
+    (see `taylorode.TaylorController`); measured alternatives (the last term alone, or
+    the order-p term predicted from c_{p-1}) gave error/tol up to 40 instead of <= 7.4
+    on Kepler with that controller.
+    """
+    if len(coeffs) < 3:
+        return jtu.tree_map(jnp.abs, coeffs[-1])
+    return jtu.tree_map(lambda a, b: jnp.maximum(jnp.abs(a), jnp.abs(b)), coeffs[-2], coeffs[-1])

@@ -1,0 +1,1 @@
+from .jorba_zou import TaylorController as TaylorController
