@@ -3,7 +3,6 @@
 import math
 from collections.abc import Callable
 
-import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.lax as lax
@@ -84,20 +83,22 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         return self
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        del func
         at_dtmin = jnp.array(False)
         if dt0 is not None:
             return t0 + dt0, at_dtmin
         if error_order is None:
             raise ValueError("TaylorController needs a solver with an error order (use taylorode.Taylor).")
-        # The first step from the radius at y0: one coefficient set of the solver's order.
+        # The first step from the radius at y0: one coefficient set of the solver's order,
+        # by the solver's own coefficient method when it has one (`func` is the solver's
+        # bound `func` method).
         p = int(error_order)
+        method = getattr(getattr(func, "__self__", None), "method", "recurrence")
         unit = terms.contr(t0, t0 + 1)
 
         def rhs(t, y, args):
             return terms.vf_prod(t, y, args, unit)
 
-        coeffs = resolve_method("recurrence").expand(rhs, t0, y0, args, p)
+        coeffs = resolve_method(method).expand(rhs, t0, y0, args, p)
         radius = jnp.inf
         for j in (p - 1, p):
             if j < 1:
@@ -123,7 +124,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         at_dtmin = controller_state
         p = int(error_order)
         h = t1 - t0
-        r = self.norm(jtu.tree_map(ft_scaled(self.rtol, self.atol), y0, y1_candidate, y_error))
+        r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y1_candidate, y_error))
         r = lax.stop_gradient(jnp.asarray(r))
         keep = r <= 1
         if self.dtmin is not None:
@@ -146,7 +147,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         return keep, next_t0, next_t1, False, at_dtmin, result
 
 
-def ft_scaled(rtol, atol):
+def _scale_fn(rtol, atol):
     def scale(y0, y1, e):
         nan = jnp.isnan(y1).any()
         y1 = jnp.where(nan, y0, y1)
