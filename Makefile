@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_explicit.py
+	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_scalar_field.py --orders 8 12 16 20 24
+	$(BIN)/python benchmarks/bench_control.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist build
