@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import taylorode
 
 
 def kepler(t, y, args):
@@ -33,3 +34,16 @@ def kepler_exact(t, e):
 def oscillator(t, y, args):
     """y'' = -w^2 y as a dict state, w = args."""
     return {"x": y["v"], "v": -(args**2) * y["x"]}
+
+
+@taylorode.custom_taylor
+def cube(x):
+    """x^3 with its own Taylor rule (two Cauchy products), for custom-rule tests."""
+    return x * x * x
+
+
+@cube.def_taylor
+def _(k, inputs, output):
+    (x,) = inputs
+    x2 = [taylorode.series.cauchy(x, x, j) for j in range(k + 1)]
+    return taylorode.series.cauchy(x2, x, k)

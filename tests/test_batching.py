@@ -11,7 +11,7 @@ from scipy.integrate import solve_ivp
 from taylorode._coefficients import _batching
 from taylorode._coefficients.recurrence import RecurrenceMethod
 
-from .problems import kepler
+from .problems import cube, kepler
 
 
 def pleiades(t, y, args):
@@ -35,18 +35,6 @@ PLEIADES_Y0 = jnp.array(
     [3, 3, -1, -3, 2, -2, 2, 3, -3, 2, 0, 0, -4, 4, 0, 0, 0, 0, 0, 1.75, -1.5, 0, 0, 0, -1.25, 1, 0, 0],
     dtype=float,
 )
-
-
-@taylorode.custom_taylor
-def cube(x):
-    return x * x * x
-
-
-@cube.def_taylor
-def _(k, inputs, output):
-    (x,) = inputs
-    x2 = [taylorode.series.cauchy(x, x, j) for j in range(k + 1)]
-    return taylorode.series.cauchy(x2, x, k)
 
 
 @jax.jit

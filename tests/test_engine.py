@@ -14,7 +14,7 @@ import taylorode
 from hypothesis import given, HealthCheck, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from .problems import kepler
+from .problems import cube, kepler
 
 
 def _coeffs(f, t0, y0, args, order, method):
@@ -187,16 +187,6 @@ def test_custom_taylor_rule_is_used():
 
 def test_softplus_and_custom_taylor_solve_correctly():
     # y0' = 0.5 - softplus(y0), y1' = -y1^3 (via a custom_taylor cube), against scipy.
-    @taylorode.custom_taylor
-    def cube(x):
-        return x * x * x
-
-    @cube.def_taylor
-    def _(k, inputs, output):
-        (x,) = inputs
-        x2 = [taylorode.series.cauchy(x, x, j) for j in range(k + 1)]
-        return taylorode.series.cauchy(x2, x, k)
-
     field = lambda t, y, a: jnp.stack([0.5 - jax.nn.softplus(y[0]), -cube(y[1])])
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field), taylorode.Taylor(12, method="recurrence"), 0.0, 3.0, None,
