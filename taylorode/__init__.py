@@ -11,7 +11,7 @@ from ._coefficients import (
 from ._custom_taylor import custom_taylor as custom_taylor
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
-from ._solver import Taylor as Taylor
+from ._solver import order_counts as order_counts, Taylor as Taylor, TaylorState as TaylorState
 from ._step_size_controller import TaylorController as TaylorController
 from ._taylor_coefficients import taylor_coefficients as taylor_coefficients
 from . import series as series

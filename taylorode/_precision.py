@@ -70,8 +70,10 @@ def warn_if_tolerance_below_precision(y0, rtol, atol) -> None:
             return
 
 
-def check_controller_precision(y0) -> None:
-    """Called from `solver.init`: finds the controller of the enclosing diffeqsolve."""
-    tols = _tolerances(_calling_controller())
+def check_controller_precision(y0, tols=None) -> None:
+    """Called from `solver.init` with the controller's `(rtol, atol)` where the solver
+    was handed them; otherwise finds the controller of the enclosing diffeqsolve."""
+    if tols is None:
+        tols = _tolerances(_calling_controller())
     if tols is not None:
         warn_if_tolerance_below_precision(y0, *tols)

@@ -29,7 +29,7 @@ def test_sde_terms_are_rejected():
         _solve(terms, taylorode.Taylor(4))
 
 
-@pytest.mark.parametrize("order", [0, -3, 61, 2.0, True, None], ids=str)
+@pytest.mark.parametrize("order", [0, -3, 61, 2.0, True], ids=str)
 def test_invalid_order(order):
     with pytest.raises(ValueError, match=r"\[1, 60\]"):
         taylorode.Taylor(order)

@@ -1,1 +1,1 @@
-from .taylor import Taylor as Taylor
+from .taylor import order_counts as order_counts, Taylor as Taylor, TaylorState as TaylorState

@@ -13,13 +13,8 @@ from diffrax import AbstractAdaptiveStepSizeController, RESULTS
 from jaxtyping import PyTree
 
 from .._coefficients import resolve_method
-
-
-def jorba_zou_factor(order) -> float:
-    """`exp(-2/p - 0.7/(p-1))`: the step, as a fraction of the radius of convergence
-    measured against the tolerance, that Jorba & Zou's rule takes at order p."""
-    p = max(int(order), 2)
-    return math.exp(-2.0 / p - 0.7 / (p - 1))
+from .._handshake import TaylorControllerNorm
+from .._order import jorba_zou_factor
 
 
 def _scaled(rtol, atol, y0, y1, e):
@@ -32,24 +27,31 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     r"""Step sizes from the radius of convergence of the Taylor series, as dedicated
     Taylor integrators choose them (Jorba & Zou 2005; heyoka).
 
-    Use it with [`taylorode.Taylor`][]. With $\hat c_j = y^{[j]} h^j$ the scaled
-    coefficients of the step just taken (order $p$, step $h$), the solver's error
-    estimate is $e = \max(|\hat c_{p-1}|, |\hat c_p|)$ per component, and the
-    controller measures it against the tolerance
-    $r = \|e / (\text{atol} + \text{rtol}\max(|y_0|, |y_1|))\|_\infty$. Then:
+    Use it with [`taylorode.Taylor`][]. The solver's error estimate $e$ is, per
+    component, the larger of the last two terms $|\hat c_{p-1}|, |\hat c_p|$ of the
+    series at the *end* of the step just taken, for a step of the same length $h$
+    ($\hat c_j = y^{[j]} h^j$). The controller measures it against the tolerance,
+    $r = \|e / (\text{atol} + \text{rtol}\max(|y_0|, |y_1|))\|_\infty$, and:
 
-    - the step is accepted iff $r \le 1$ (its last two terms are within tolerance);
-    - $\rho = h\, r^{-1/p}$ estimates the radius of convergence measured against the
-      tolerance, and the next step is
-      $h_{\text{next}} = \rho\, e^{-2/p}\, e^{-0.7/(p-1)}$.
+    - sizes the next step by Jorba & Zou's rule from the coefficients where it starts:
+      $\rho = h\, r^{-1/p}$ estimates the radius of convergence measured against the
+      tolerance, and $h_\text{next} = \rho\, e^{-2/p}\, e^{-0.7/(p-1)}$;
+    - accepts a step that is no longer than the one so sized from its own start
+      without further test, as Jorba & Zou and heyoka do (they never reject); any
+      other step (a user's `dt0`, one forced to `dtmin`) must pass $r \le 1$. A
+      non-finite estimate is always rejected.
 
     With `atol = rtol = ε` and $\max|y| = N$ this is Jorba & Zou's rule
     $h = \rho_{JZ}\, e^{-2} e^{-0.7/(p-1)}$ with $\rho_{JZ} = (N/\|y^{[p]}\|_\infty)^{1/p}$
     at their order $p = \lceil -\tfrac12 \ln ε + 1\rceil$ (for other orders it keeps
     the same distance $(ε/e^2)^{1/p}$ from the radius), so `rtol` and `atol` play the
-    parts of heyoka's relative and absolute tolerance. The step aimed at leaves
-    $r \approx e^{-2.7}$: a step is rejected only when the radius shrinks by more than
-    $e^{2.7/p}$ (14 % at order 20) from one step to the next.
+    parts of heyoka's relative and absolute tolerance.
+
+    **First step.** With `Taylor()` (order from the tolerance) the first step is of
+    zero length: the solver computes the coefficients at $y_0$ in it, and the step
+    after it is sized from them (no longer than `dt0` where one is given). It counts
+    in diffrax's `num_accepted_steps`. With `Taylor(order=p)` and `dt0=None` the first
+    step is sized from one coefficient set computed here; with `dt0` it is tested.
 
     A zero error estimate (a polynomial solution, or a zero vector field) grows the
     step by `factormax`.
@@ -79,13 +81,43 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     factormin: float = 0.2
     factormax: float = 10.0
 
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        norm: Callable[[PyTree], jax.Array] = optx.max_norm,
+        dtmin: float | None = None,
+        dtmax: float | None = None,
+        force_dtmin: bool = True,
+        factormin: float = 0.2,
+        factormax: float = 10.0,
+    ):
+        self.rtol = rtol
+        self.atol = atol
+        self.norm = norm if isinstance(norm, TaylorControllerNorm) else TaylorControllerNorm(norm)
+        self.dtmin = dtmin
+        self.dtmax = dtmax
+        self.force_dtmin = force_dtmin
+        self.factormin = factormin
+        self.factormax = factormax
+
     def wrap(self, direction):
         return self
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         at_dtmin = jnp.array(False)
+        dtype = jnp.result_type(t0, jnp.asarray(t0) * 1.0)
+        no_cap = jnp.array(jnp.inf, dtype)
+        solver = getattr(func, "__self__", None)
+        if getattr(solver, "starts_with_zero_step", False):
+            # `Taylor()` handed our norm: a zero-length first step gives the solver the
+            # coefficients at y0 (see `taylorode._handshake`); the step after it is
+            # sized from them, and no longer than `dt0` where one is given.
+            cap = no_cap if dt0 is None else jnp.asarray(dt0, dtype)
+            return t0, (at_dtmin, jnp.zeros((), dtype), cap)
         if dt0 is not None:
-            return t0 + dt0, at_dtmin
+            # A step of the user's length is checked, not taken on trust.
+            return t0 + dt0, (at_dtmin, jnp.zeros((), dtype), no_cap)
         if error_order is None:
             raise ValueError("TaylorController needs a solver with an error order (use taylorode.Taylor).")
         # The first step from the radius at y0: one coefficient set of the solver's order,
@@ -107,8 +139,9 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             radius = jnp.minimum(radius, jnp.where(r > 0, r ** (-1.0 / j), jnp.inf))
         dt = lax.stop_gradient(radius * jorba_zou_factor(p))
         dt = jnp.where(jnp.isfinite(dt), dt, jnp.abs(t1 - t0))
+        approved = dt
         dt = self._clip(dt)
-        return t0 + dt.astype(jnp.result_type(t0)), at_dtmin
+        return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, approved.astype(dtype), no_cap)
 
     def _clip(self, dt):
         if self.dtmax is not None:
@@ -121,19 +154,36 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         del args
         if y_error is None:
             raise RuntimeError("TaylorController needs a solver that provides an error estimate.")
-        at_dtmin = controller_state
+        at_dtmin, approved, cap = controller_state
         p = int(error_order)
         h = t1 - t0
+        # The solver's error estimate is for a step of length h, or of length 1 after
+        # the zero-length first step (see `taylorode._handshake`).
+        zero_step = h == 0
+        h_ref = jnp.where(zero_step, jnp.ones_like(h), h)
         r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y1_candidate, y_error))
         r = lax.stop_gradient(jnp.asarray(r))
-        keep = r <= 1
+        # A step no longer than the one sized from the coefficients at its start is
+        # accepted as it is (Jorba & Zou; heyoka never rejects); any other step must
+        # pass the test r <= 1 on its error estimate. Non-finite estimates never pass.
+        pre_approved = (h <= approved * (1 + 1e-6)) & jnp.isfinite(r)
+        keep = pre_approved | (r <= 1)
         if self.dtmin is not None:
             keep = keep | at_dtmin
         factor = jnp.where(r > 0, r ** (-1.0 / p), jnp.inf) * jorba_zou_factor(p)
+        # The solver's estimate comes from the coefficients at the end of the step,
+        # where the next step starts: a step up to `h * factor` from there is sized
+        # by Jorba & Zou's rule, so it is approved in advance.
+        approved = jnp.where(keep, h_ref * factor.astype(jnp.result_type(h)), 0)
+        approved = lax.stop_gradient(approved)
         factormax = jnp.where(keep, self.factormax, 1.0)
-        factor = jnp.clip(factor, self.factormin, factormax)
+        clipped = jnp.clip(factor, self.factormin, factormax)
+        factor = jnp.where(zero_step, factor, clipped)
         factor = eqxi.nondifferentiable(lax.stop_gradient(factor))
-        dt = h * factor.astype(jnp.result_type(h))
+        dt = h_ref * factor.astype(jnp.result_type(h))
+        dt = jnp.where(jnp.isfinite(dt), dt, cap)
+        dt = jnp.minimum(dt, cap.astype(dt.dtype))
+        cap = jnp.where(keep & ~zero_step, jnp.inf, cap)
         result = RESULTS.successful
         if self.dtmax is not None:
             dt = jnp.minimum(dt, self.dtmax)
@@ -144,7 +194,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             dt = jnp.maximum(dt, self.dtmin)
         next_t0 = jnp.where(keep, t1, t0)
         next_t1 = next_t0 + dt
-        return keep, next_t0, next_t1, False, at_dtmin, result
+        return keep, next_t0, next_t1, False, (at_dtmin, approved, cap), result
 
 
 def _scale_fn(rtol, atol):
@@ -163,6 +213,7 @@ TaylorController.__init__.__doc__ = """**Arguments:**
 - `norm`: how the scaled error estimate is reduced to a number; default the
     infinity norm (as in Jorba & Zou and heyoka).
 - `dtmin`, `dtmax`: smallest and largest step allowed.
+- (`dt0` of `diffeqsolve`): with `Taylor()`, an upper bound on the first step.
 - `force_dtmin`: at `dtmin`, accept the step anyway (`True`) or stop the solve with
     `RESULTS.dt_min_reached` (`False`).
 - `factormin`, `factormax`: bounds on the ratio of successive steps.
