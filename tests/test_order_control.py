@@ -308,3 +308,21 @@ def test_order_counts_needs_solver_state():
     )
     with pytest.raises(ValueError, match="solver_state=True"):
         taylorode.order_counts(sol)
+
+
+def test_jump_times_refresh_the_carried_coefficients():
+    """At a jump the vector field changes; the coefficients carried from before it
+    must be recomputed. y' = cos(y) up to t = 1 and y' = -cos(y) after retraces the
+    path, so y(2) = y(0) exactly."""
+
+    def field(t, y, args):
+        return jnp.where(t < 1.0, 1.0, -1.0) * jnp.cos(y)
+
+    controller = diffrax.ClipStepSizeController(
+        diffrax.PIDController(rtol=1e-10, atol=1e-10), jump_ts=[1.0]
+    )
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), taylorode.Taylor(), 0.0, 2.0, None, jnp.array(0.3),
+        stepsize_controller=controller, max_steps=1000,
+    )
+    assert abs(float(sol.ys[-1]) - 0.3) < 1e-10
