@@ -235,7 +235,7 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
                 coeffs = self.method.expand(rhs, jnp.zeros_like(t), y, args, q)
                 pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
-                return tuple(coeffs + pad), _error_estimate(coeffs)
+                return tuple(coeffs + pad), _last_two_terms(coeffs)
 
             return expand
 
@@ -255,23 +255,34 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         eps_eff = jnp.where(a0 > 0, 1 / jnp.where(a0 > 0, a0, 1), 1)
         return eqxi.unvmap_max(select_order_index(orders, eps_eff))
 
-    def _order_normalised(self, y_error, y0, y1, index):
-        """Re-express an order-q error estimate at the reference order p (see the
-        class doc), so that controllers that size steps with exponent 1/p size them
-        as order q needs; acceptance (r <= 1) is unchanged."""
+    def _error(self, last_two, y0, y1, index):
+        """The step's error estimate from the last two terms `|c_{q-1}|, |c_q|` of the
+        series at its end (see the class doc)."""
+        prev, last = last_two
+        if self.taylor_order is not None:
+            # No tolerances here: per component, the larger of the two.
+            return jtu.tree_map(jnp.maximum, prev, last)
+        rtol, atol, _ = self._tolerances()
         orders = self.candidate_orders()
-        if len(orders) == 1:
-            return y_error
-        rtol, atol, norm = self._tolerances()
         p = max(orders)
-        r = norm(jtu.tree_map(lambda a, b, e: _scaled(rtol, atol, a, b, e), y0, y1, y_error))
-        q = jnp.asarray(orders, dtype=r.dtype)[index]
-        log_f = jnp.asarray([math.log(jorba_zou_factor(o)) for o in orders], r.dtype)[index]
-        log_r = jnp.log(jnp.where(r > 0, r, 1))
-        log_ratio = (p / q - 1) * log_r + p * (math.log(jorba_zou_factor(p)) - log_f)
-        ok = (r > 0) & jnp.isfinite(r)
-        factor = lax.stop_gradient(jnp.where(ok, jnp.exp(log_ratio), 1))
-        return jtu.tree_map(lambda e: e * factor.astype(e.dtype), y_error)
+        log_fs = [math.log(jorba_zou_factor(o)) for o in orders]
+        log_fp = math.log(jorba_zou_factor(p))
+
+        def leaf(a, b, u, v):
+            y = jnp.maximum(jnp.abs(a), jnp.abs(b))
+            with jax.numpy_dtype_promotion("standard"):
+                scale = (atol + rtol * y).astype(u.dtype)
+            u, v = u / scale, v / scale
+            qq = jnp.asarray(orders, u.dtype)[index]
+            lf = jnp.asarray(log_fs, u.dtype)[index]
+            # Each term measured with its own exponent, as Jorba & Zou's radius
+            # min_j (tol/|y^[j]|)^(1/j), and written in the exponent-1/q form ...
+            w = jnp.maximum(v, u ** (qq / (qq - 1)))
+            # ... then at the reference order p, for controllers' static exponent 1/p.
+            w = w ** (p / qq) * jnp.exp(p * (log_fp - lf))
+            return w * scale
+
+        return jtu.tree_map(leaf, y0, y1, prev, last)
 
     # -- diffrax interface ------------------------------------------------------------
 
@@ -322,8 +333,8 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         # the controller, through the error estimate, if this step is rejected).
         h_next_ref = _reference_step(t0, t1)
         index = self._next_order_index(y1)
-        next_coeffs, y_error = self._expand_at(terms, t1, y1, args, h_next_ref, index)
-        y_error = self._order_normalised(y_error, y0, y1, index)
+        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_next_ref, index)
+        y_error = self._error(last_two, y0, y1, index)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         counts = state.counts + jnp.where(h == 0, 0, taken)
         new_state = TaylorState(
@@ -386,19 +397,13 @@ def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:
     return orders
 
 
-def _error_estimate(coeffs: list):
-    """Per component, the larger of the last two scaled terms `|c_{p-1}|, |c_p|`.
-
-    This bounds the error of the order-(p-1) sum, so it over-estimates the error of the
-    order-p sum that the step keeps, and it stays honest when one coefficient happens to
-    vanish (odd or even solutions). It is the quantity Jorba & Zou's step rule measures
-    (see `taylorode.TaylorController`); measured alternatives (the last term alone, or
-    the order-p term predicted from c_{p-1}) gave error/tol up to 40 instead of <= 7.4
-    on Kepler with that controller.
-    """
+def _last_two_terms(coeffs: list):
+    """`(|c_{q-1}|, |c_q|)`, the last two terms of an order-q series (for q = 1, the
+    last term twice)."""
+    last = jtu.tree_map(jnp.abs, coeffs[-1])
     if len(coeffs) < 3:
-        return jtu.tree_map(jnp.abs, coeffs[-1])
-    return jtu.tree_map(lambda a, b: jnp.maximum(jnp.abs(a), jnp.abs(b)), coeffs[-2], coeffs[-1])
+        return last, last
+    return jtu.tree_map(jnp.abs, coeffs[-2]), last
 
 
 def order_counts(solution) -> dict[int, Any]:
@@ -417,8 +422,10 @@ def order_counts(solution) -> dict[int, Any]:
 
     A dict from order to the number of accepted steps taken at it (arrays, with any
     batch axes of the solve). The zero-length first step that
-    [`taylorode.TaylorController`][] makes is not counted, so under it the counts sum to
-    `solution.stats["num_accepted_steps"] - 1`.
+    [`taylorode.TaylorController`][] makes with `Taylor()` or `Taylor(orders=...)` is not
+    counted, so there the counts sum to `solution.stats["num_accepted_steps"] - 1`;
+    otherwise (a fixed `Taylor(order=p)`, or another controller) to
+    `solution.stats["num_accepted_steps"]`.
     """
     state = getattr(solution, "solver_state", None)
     if not isinstance(state, TaylorState):
