@@ -29,6 +29,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_scalar_field.py --orders 8 12 16 20 24
 	$(BIN)/python benchmarks/bench_control.py
+	$(BIN)/python benchmarks/bench_workprecision.py
+	$(BIN)/python benchmarks/bench_batch.py
+	$(BIN)/python benchmarks/bench_switch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist build

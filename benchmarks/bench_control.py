@@ -387,10 +387,15 @@ def result(
     )
 
 
-def run_diffrax(problem, tol, solver, stepsize_controller, *, order, **solve_kwargs):
+def run_diffrax(
+    problem, tol, solver, stepsize_controller, *, order, outputs=None, **solve_kwargs
+):
     """`diffrax.diffeqsolve` from 0 to t1 under one `jax.jit` (compiled once by
     lower + compile), a warm-up call, then the best of `TIMING.diffrax_repeats`
-    calls. Extra keyword arguments go to `diffeqsolve`."""
+    calls. Extra keyword arguments go to `diffeqsolve`. `outputs`: optional
+    `solution -> PyTree` of extra outputs (for example `taylorode.order_counts`),
+    computed inside the jit; returned as Python numbers under the result's
+    "outputs" key."""
 
     @jax.jit
     def solve(y0):
@@ -405,30 +410,33 @@ def run_diffrax(problem, tol, solver, stepsize_controller, *, order, **solve_kwa
             max_steps=MAX_STEPS,
             **solve_kwargs,
         )
-        return sol.ys[-1], sol.stats
+        return sol.ys[-1], sol.stats, None if outputs is None else outputs(sol)
 
     y0 = jnp.asarray(problem.y0)
     start = time.perf_counter()
     compiled = solve.lower(y0).compile()
     compile_s = time.perf_counter() - start
 
-    y1, stats = jax.block_until_ready(compiled(y0))  # warm-up
+    y1, stats, extra = jax.block_until_ready(compiled(y0))  # warm-up
     times = []
     for _ in range(TIMING.diffrax_repeats):
         start = time.perf_counter()
-        y1, stats = jax.block_until_ready(compiled(y0))
+        y1, stats, extra = jax.block_until_ready(compiled(y0))
         times.append(time.perf_counter() - start)
 
     stats = {k: np.asarray(v).tolist() for k, v in stats.items()}
-    return result(
-        order=order,
-        accepted=stats["num_accepted_steps"],
-        rejected=stats["num_rejected_steps"],
-        error=mixed_error(y1, problem.reference),
-        compile_s=compile_s,
-        run_times_s=times,
-        run_stat="best",
-        stats=stats,
+    return dict(
+        outputs=jax.tree_util.tree_map(lambda x: np.asarray(x).tolist(), extra),
+        **result(
+            order=order,
+            accepted=stats["num_accepted_steps"],
+            rejected=stats["num_rejected_steps"],
+            error=mixed_error(y1, problem.reference),
+            compile_s=compile_s,
+            run_times_s=times,
+            run_stat="best",
+            stats=stats,
+        ),
     )
 
 
@@ -525,7 +533,9 @@ def git_revision():
         return "unknown"
 
 
-def header(cli, problems, tols, solvers):
+def environment_lines(quick):
+    """The Date, Machine (with the load average now), Versions and Command lines of a
+    results header; shared by the other benchmark scripts that import this module."""
     import scipy
 
     versions = (
@@ -536,15 +546,21 @@ def header(cli, problems, tols, solvers):
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
-        "# Step-size and order control: taylorode vs heyoka vs Dopri8",
-        "",
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs (load average at start: {load}); "
         f"JAX backend {jax.default_backend()}",
         f"- Versions: {versions}",
         f"- Command: `{' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}`"
-        + (" (quick: smoke run)" if cli.quick else ""),
+        + (" (quick: smoke run)" if quick else ""),
+    ]
+
+
+def header(cli, problems, tols, solvers):
+    return [
+        "# Step-size and order control: taylorode vs heyoka vs Dopri8",
+        "",
+        *environment_lines(cli.quick),
         f"- Problems: {', '.join(problems)}; tols: "
         f"{', '.join(f'{t:.0e}' for t in tols)}; solvers: "
         f"{', '.join(s.name for s in solvers)}",
