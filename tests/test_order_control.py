@@ -328,3 +328,45 @@ def test_jump_times_refresh_the_carried_coefficients():
         stepsize_controller=controller, max_steps=1000,
     )
     assert abs(float(sol.ys[-1]) - 0.3) < 1e-10
+
+
+def test_events_dense_output_and_adjoints_with_taylor():
+    """`Taylor()` + `TaylorController` (zero-length first step, carried coefficients)
+    with diffrax's events, `SaveAt(ts=...)` and both reverse-mode adjoints."""
+    import optimistix as optx
+
+    tol = 1e-11
+    y0 = jnp.asarray(kepler_y0(0.5))
+    controller = taylorode.TaylorController(rtol=tol, atol=tol)
+    term = diffrax.ODETerm(kepler)
+    # Dense output at interior times, against the exact orbit.
+    ts = jnp.linspace(0.0, 6.0, 7)
+    sol = diffrax.diffeqsolve(
+        term, taylorode.Taylor(), 0.0, 6.0, None, y0, stepsize_controller=controller,
+        saveat=diffrax.SaveAt(ts=ts),
+    )
+    exact = np.stack([kepler_exact(float(t), 0.5) for t in ts])
+    np.testing.assert_allclose(sol.ys, exact, atol=100 * tol)
+    # First crossing of x = 0: the time where the exact orbit has x = 0.
+    event = diffrax.Event(lambda t, y, args, **kw: y[0], root_finder=optx.Newton(1e-13, 1e-13))
+    sol = diffrax.diffeqsolve(
+        term, taylorode.Taylor(), 0.0, 6.0, None, y0, stepsize_controller=controller, event=event
+    )
+    t_cross = float(sol.ts[-1])
+    assert abs(kepler_exact(t_cross, 0.5)[0]) < 1e-10 and 0.5 < t_cross < 1.0
+
+    # Gradients: recursive checkpointing and backsolve agree with each other and with
+    # finite differences.
+    def final_x(y0, adjoint):
+        return diffrax.diffeqsolve(
+            term, taylorode.Taylor(), 0.0, 2.0, None, y0, stepsize_controller=controller,
+            adjoint=adjoint,
+        ).ys[-1, 0]
+
+    g_rc = jax.grad(final_x)(y0, diffrax.RecursiveCheckpointAdjoint())
+    g_bs = jax.grad(final_x)(y0, diffrax.BacksolveAdjoint())
+    eps = 1e-6
+    plain = jax.jit(lambda y: final_x(y, diffrax.RecursiveCheckpointAdjoint()))
+    fd = np.array([(plain(y0 + eps * e) - plain(y0 - eps * e)) / (2 * eps) for e in jnp.eye(4)])
+    np.testing.assert_allclose(g_rc, g_bs, atol=1e-9)
+    np.testing.assert_allclose(g_rc, fd, atol=1e-6)
