@@ -11,8 +11,17 @@ at `i = -ln(eps)/2`, which is Jorba & Zou's order rule `p = ceil(-ln(eps)/2 + 1)
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def tolerance_scale(rtol, atol, y0, y1):
+    """`atol + rtol * max(|y0|, |y1|)` per component, in the dtype of `y0`: what an
+    error is measured against (as diffrax's `PIDController` does)."""
+    y = jnp.maximum(jnp.abs(y0), jnp.abs(y1))
+    with jax.numpy_dtype_promotion("standard"):
+        return (atol + rtol * y).astype(jnp.result_type(y0))
 
 
 def jorba_zou_factor(order) -> float:

@@ -25,6 +25,7 @@ from .._order import (
     jorba_zou_factor,
     order_from_tolerance,
     select_order_index,
+    tolerance_scale,
 )
 from .._polynomial import stack, sum_series
 from .._precision import check_controller_precision
@@ -251,7 +252,7 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         if len(orders) == 1:
             return jnp.array(0, jnp.int32)
         rtol, atol, norm = self._tolerances()
-        a0 = lax.stop_gradient(norm(jtu.tree_map(lambda y: _scaled(rtol, atol, y, y, y), y)))
+        a0 = lax.stop_gradient(norm(jtu.tree_map(lambda y: y / tolerance_scale(rtol, atol, y, y), y)))
         eps_eff = jnp.where(a0 > 0, 1 / jnp.where(a0 > 0, a0, 1), 1)
         return eqxi.unvmap_max(select_order_index(orders, eps_eff))
 
@@ -269,9 +270,7 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         log_fp = math.log(jorba_zou_factor(p))
 
         def leaf(a, b, u, v):
-            y = jnp.maximum(jnp.abs(a), jnp.abs(b))
-            with jax.numpy_dtype_promotion("standard"):
-                scale = (atol + rtol * y).astype(u.dtype)
+            scale = tolerance_scale(rtol, atol, a, b).astype(u.dtype)
             u, v = u / scale, v / scale
             qq = jnp.asarray(orders, u.dtype)[index]
             lf = jnp.asarray(log_fs, u.dtype)[index]
@@ -368,12 +367,6 @@ def _reference_step(t0, t1):
     """`t1 - t0`, or 1 for an empty step (coefficients scaled by 0 would lose them)."""
     h = jnp.asarray(t1 - t0)
     return jnp.where(h == 0, jnp.ones_like(h), h)
-
-
-def _scaled(rtol, atol, y0, y1, e):
-    y = jnp.maximum(jnp.abs(y0), jnp.abs(y1))
-    with jax.numpy_dtype_promotion("standard"):
-        return (e / (atol + rtol * y)).astype(jnp.result_type(e))
 
 
 def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:

@@ -1,6 +1,5 @@
 """Step sizes from the Taylor series' radius of convergence (Jorba & Zou 2005)."""
 
-import math
 from collections.abc import Callable
 
 import equinox.internal as eqxi
@@ -14,13 +13,7 @@ from jaxtyping import PyTree
 
 from .._coefficients import resolve_method
 from .._handshake import TaylorControllerNorm
-from .._order import jorba_zou_factor
-
-
-def _scaled(rtol, atol, y0, y1, e):
-    y = jnp.maximum(jnp.abs(y0), jnp.abs(y1))
-    with jax.numpy_dtype_promotion("standard"):
-        return e / (atol + rtol * y)
+from .._order import jorba_zou_factor, tolerance_scale
 
 
 class TaylorController(AbstractAdaptiveStepSizeController):
@@ -135,7 +128,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         for j in (p - 1, p):
             if j < 1:
                 continue
-            r = self.norm(jtu.tree_map(lambda y, c: _scaled(self.rtol, self.atol, y, y, c), y0, coeffs[j]))
+            r = self.norm(jtu.tree_map(lambda y, c: c / tolerance_scale(self.rtol, self.atol, y, y), y0, coeffs[j]))
             radius = jnp.minimum(radius, jnp.where(r > 0, r ** (-1.0 / j), jnp.inf))
         dt = lax.stop_gradient(radius * jorba_zou_factor(p))
         dt = jnp.where(jnp.isfinite(dt), dt, jnp.abs(t1 - t0))
@@ -201,7 +194,7 @@ def _scale_fn(rtol, atol):
     def scale(y0, y1, e):
         nan = jnp.isnan(y1).any()
         y1 = jnp.where(nan, y0, y1)
-        return _scaled(rtol, atol, y0, y1, e)
+        return e / tolerance_scale(rtol, atol, y0, y1)
 
     return scale
 
