@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 import pytest
 import taylorode
-from hypothesis import given, HealthCheck, settings, strategies as st
+from hypothesis import example, given, HealthCheck, settings, strategies as st
 from scipy.integrate import solve_ivp
 
 from .problems import cube, kepler
@@ -76,6 +76,9 @@ def _ops(expr):
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(e1=_exprs(3), e2=_exprs(3), y0=st.tuples(*[st.floats(-1.0, 1.0)] * 2), t0=st.floats(-1.0, 1.0))
+# Found by CI: softplus is JAX's custom_jvp logaddexp(x, 0), whose primal code has kinks
+# that cancel at x = 0; expanding that code gave a wrong series there.
+@example(e1="y0", e2=("softplus", "y1"), y0=(0.0, 0.0), t0=0.0)
 def test_random_compositions_agree_with_jvp_and_jet(e1, e2, y0, t0):
     f1, f2 = _build(e1), _build(e2)
     field = lambda t, y, a: jnp.stack([f1(t, y), f2(t, y)]) * jnp.ones(2)

@@ -316,6 +316,36 @@ RULES["tanh"] = _along(
 RULES["logistic"] = _along(
     lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[j] - S.cauchy(c, c, j))
 )
+# --- JAX's own custom_jvp functions, by name -------------------------------------------
+# Their primal code may have kinks that cancel (logaddexp: max(a, b) + log1p(exp(-|a-b|)),
+# smooth though both pieces have a kink at a = b); expanding that code would be wrong at
+# the kink, as jax.jvp would be without the custom rule. The engine looks these up by
+# the name JAX records for the custom_jvp_call.
+CUSTOM_JVP_RULES: dict[str, Rule] = {}
+
+
+def _logaddexp(scale):
+    """c = logaddexp(a, b) (`scale` = 1) or logaddexp2 (`scale` = ln 2): with
+    w = a - b, c = b + softplus(scale w) / scale, so c' = b' + sigma(scale w) w', and
+    sigma(scale w)' = scale (sigma - sigma^2) w'."""
+
+    def rule(k, ins, outs, ctx, **params):
+        a, b = (series_of(x, k) for x in ins)
+        w = _aux(ctx, "w", k, lambda j, s: a[j] - b[j])
+        sig, u = ctx.setdefault("sig", []), ctx.setdefault("u", [])
+        while len(sig) < k:
+            j = len(sig)
+            sig.append(1 / (1 + jnp.exp(-scale * w[0])) if j == 0 else S.derivative_conv(w, u, j))
+            u.append(scale * (sig[j] - (sig[0] ** 2 if j == 0 else S.cauchy(sig, sig, j))))
+        return [b[k] + S.derivative_conv(w, sig, k)]
+
+    return rule
+
+
+CUSTOM_JVP_RULES["logaddexp"] = _logaddexp(1.0)
+CUSTOM_JVP_RULES["logaddexp2"] = _logaddexp(math.log(2))
+
+
 # tan: c' = (1 + c^2) a'
 RULES["tan"] = _along(
     lambda m, a, c, ctx: _aux(

@@ -12,7 +12,16 @@ from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
 from ._base import AbstractTaylorMethod, flatten_state, output_leaves
 from ._batching import batch_scalars
-from ._rules import Const, LINEAR, RULES, ZERO_DERIVATIVE, coeff, linear_rule, series_of
+from ._rules import (
+    Const,
+    CUSTOM_JVP_RULES,
+    LINEAR,
+    RULES,
+    ZERO_DERIVATIVE,
+    coeff,
+    linear_rule,
+    series_of,
+)
 
 
 # Primitives that call a sub-jaxpr: expanded inline.
@@ -115,12 +124,17 @@ def _params(eqn) -> dict:
     return dict(eqn.params)
 
 
-def _registered_rule(eqn):
-    """The `taylorode.custom_taylor` rule of a custom_jvp_call equation, if any."""
+def _custom_jvp_name(eqn):
+    """The name JAX records for the function of a custom_jvp_call equation (else None)."""
     if eqn.primitive.name != "custom_jvp_call":
         return None
     debug = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
-    return CUSTOM_RULES.get(getattr(debug, "func_name", None))
+    return getattr(debug, "func_name", None)
+
+
+def _registered_rule(eqn):
+    """The `taylorode.custom_taylor` rule of a custom_jvp_call equation, if any."""
+    return CUSTOM_RULES.get(_custom_jvp_name(eqn))
 
 
 def _custom_rule(k, ins, outs, ctx, _eqn):
@@ -166,6 +180,8 @@ def _rule(eqn, site=None):
     name = prim.name
     if _registered_rule(eqn) is not None:
         return _custom_rule
+    if _custom_jvp_name(eqn) in CUSTOM_JVP_RULES:
+        return CUSTOM_JVP_RULES[_custom_jvp_name(eqn)]
     if name in _CALLS:
         return _call_rule
     if name == "cond":
@@ -207,7 +223,9 @@ class RecurrenceMethod(AbstractTaylorMethod):
     (sum, product, max, min) and cumulative sums, products, maxima and minima; reshaping, broadcasting, slicing, gathering with constant
     indices, concatenation, padding; nested `jit`; `stop_gradient` (a constant); and
     `jax.custom_jvp`/`jax.custom_vjp` functions (their registered Taylor rule, see
-    [`taylorode.custom_taylor`][], else their primal). Anything else raises
+    [`taylorode.custom_taylor`][]; JAX's `logaddexp`/`logaddexp2`, hence
+    `jax.nn.softplus`, by rules of ours; else their primal code, which is right except
+    at a kink the custom JVP smooths over, e.g. `jnp.sinc` at 0). Anything else raises
     [`taylorode.TaylorRuleError`][] naming the primitive and where it is used.
 
     **Arguments:**
