@@ -323,9 +323,10 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         powers = [jnp.ones_like(ratio)]
         for _ in range(width - 1):
             powers.append(powers[-1] * ratio)
-        coeffs = [
+        # (Order 0 is the step's own y0, which the carried one equals in a solve.)
+        coeffs = [y0] + [
             jtu.tree_map(lambda c: c * pk.astype(c.dtype), ck)
-            for ck, pk in zip(state.coeffs, powers)
+            for ck, pk in zip(state.coeffs[1:], powers[1:])
         ]
         y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
         # First same as last: the coefficients at the end, for the next step (or for
