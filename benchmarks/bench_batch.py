@@ -306,13 +306,7 @@ def heyoka_single(y0s, refs, tol):
 # --- Report -----------------------------------------------------------------------
 
 
-def fmt_order(order):
-    if isinstance(order, dict):
-        used = {q: n for q, n in order.items() if n}
-        if len(used) == 1:
-            return str(next(iter(used)))
-        return " ".join(f"{q}:{n}" for q, n in order.items())
-    return str(order)
+fmt_order = bc.fmt_order
 
 
 def header(cli, n, tols, names, ref_check):

@@ -582,7 +582,32 @@ def header(cli, problems, tols, solvers):
 
 
 def fmt_order(order):
+    """An order, or a {order: steps} dict (`taylorode.order_counts`): the one order used,
+    else `order:steps` pairs."""
+    if isinstance(order, dict):
+        used = {q: n for q, n in order.items() if n}
+        if len(used) == 1:
+            return str(next(iter(used)))
+        return " ".join(f"{q}:{n}" for q, n in order.items())
     return str(order)
+
+
+def run_grid(problem, tols, solvers, progress):
+    """Every solver at every tol on one problem: `[(name, tol, result)]`. A solver that
+    raises gets `{"failed": message}` and the run goes on; `progress(result)` gives the
+    text of each progress line (on stderr)."""
+    rows = []
+    for tol in tols:
+        for solver in solvers:
+            try:
+                r = solver.run(problem, tol)
+            except Exception as exc:  # report and go on
+                r = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+            rows.append((solver.name, tol, r))
+            print(f"  [{problem.key} tol={tol:.0e}] {solver.name}: "
+                  + (r["failed"] if "failed" in r else progress(r)),
+                  file=sys.stderr, flush=True)
+    return rows
 
 
 def table(problem, rows):
@@ -695,19 +720,11 @@ def main():
     print("\n".join(lines), flush=True)
     for key in problem_keys:
         problem = PROBLEMS[key]()
-        rows = []
-        for tol in tols:
-            for solver in solvers:
-                try:
-                    r = solver.run(problem, tol)
-                except Exception as exc:  # report and go on
-                    r = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-                rows.append((solver.name, tol, r))
-                print(f"  [{key} tol={tol:.0e}] {solver.name}: "
-                      + (r["failed"] if "failed" in r else
-                         f"steps {r['accepted']}/{r['rejected'] or 0}, "
-                         f"error {r['error']:.2e}, compile {r['compile_s']:.2f} s"),
-                      file=sys.stderr, flush=True)
+        rows = run_grid(
+            problem, tols, solvers,
+            lambda r: f"steps {r['accepted']}/{r['rejected'] or 0}, "
+            f"error {r['error']:.2e}, compile {r['compile_s']:.2f} s",
+        )
         problem_lines = table(problem, rows)
         print("\n".join(problem_lines), flush=True)
         lines += problem_lines

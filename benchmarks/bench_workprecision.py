@@ -266,13 +266,7 @@ def header(cli, problems, tols, solvers):
     ]
 
 
-def fmt_order(order):
-    if isinstance(order, dict):
-        used = {q: n for q, n in order.items() if n}
-        if len(used) == 1:
-            return str(next(iter(used)))
-        return " ".join(f"{q}:{n}" for q, n in order.items())
-    return str(order)
+fmt_order = bc.fmt_order
 
 
 def table(problem, rows):
@@ -591,21 +585,13 @@ def main():
     print("\n".join(lines), flush=True)
     for key in problem_keys:
         problem = PROBLEMS[key]()
-        rows = []
-        for tol in tols:
-            for solver in solvers:
-                try:
-                    r = solver.run(problem, tol)
-                except Exception as exc:  # report and go on
-                    r = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-                rows.append((solver.name, tol, r))
-                print(f"  [{key} tol={tol:.0e}] {solver.name}: "
-                      + (r["failed"] if "failed" in r else
-                         f"orders {fmt_order(r['order'])}, "
-                         f"steps {r['accepted']}/{r['rejected'] or 0}, "
-                         f"error {r['error']:.2e}, compile {r['compile_s']:.2f} s, "
-                         f"run {run_ms(r):.3f} ms"),
-                      file=sys.stderr, flush=True)
+        rows = bc.run_grid(
+            problem, tols, solvers,
+            lambda r: f"orders {fmt_order(r['order'])}, "
+            f"steps {r['accepted']}/{r['rejected'] or 0}, "
+            f"error {r['error']:.2e}, compile {r['compile_s']:.2f} s, "
+            f"run {run_ms(r):.3f} ms",
+        )
         problem_lines = table(problem, rows) + summary(problem, rows)
         if not cli.no_plots:
             path = cli.img_dir / f"workprecision_{key}.png"
