@@ -32,6 +32,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_workprecision.py
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_switch.py
+	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist build

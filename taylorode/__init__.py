@@ -9,10 +9,22 @@ from ._coefficients import (
     RecurrenceMethod as RecurrenceMethod,
 )
 from ._custom_taylor import custom_taylor as custom_taylor
+from ._diagnostics import (
+    stiffness_diagnostics as stiffness_diagnostics,
+    StiffnessDiagnostics as StiffnessDiagnostics,
+)
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
-from ._solver import order_counts as order_counts, Taylor as Taylor, TaylorState as TaylorState
+from ._solver import (
+    HermiteObreschkoff as HermiteObreschkoff,
+    HermiteObreschkoffState as HermiteObreschkoffState,
+    implicit_stats as implicit_stats,
+    order_counts as order_counts,
+    Taylor as Taylor,
+    TaylorState as TaylorState,
+)
 from ._step_size_controller import TaylorController as TaylorController
+from ._root_finder import PadeChord as PadeChord
 from ._taylor_coefficients import taylor_coefficients as taylor_coefficients
 from . import series as series
 

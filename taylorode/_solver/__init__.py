@@ -1,1 +1,6 @@
+from .hermite_obreschkoff import (
+    HermiteObreschkoff as HermiteObreschkoff,
+    HermiteObreschkoffState as HermiteObreschkoffState,
+    implicit_stats as implicit_stats,
+)
 from .taylor import order_counts as order_counts, Taylor as Taylor, TaylorState as TaylorState
