@@ -74,26 +74,35 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     and HO(4, 5) of order 9 are L-stable. Other $(p, q)$ are accepted (they suit
     non-stiff problems) and `is_a_stable` / `is_l_stable` say which they are.
 
-    **Nonlinear solve.** By `root_finder`, by default diffrax's
-    [`diffrax.VeryChord`][] (simplified Newton) with the step-size controller's
-    tolerances, as diffrax's own implicit solvers do. Its matrix is the exact Jacobian
-    of the relation above with respect to $y_1$ (forward-mode differentiation through
-    the coefficient recurrence of order $q$) at the step's start, factorised once per
-    step by `lineax`. A solve that does not converge within `root_find_max_steps`
-    iterations makes the error estimate infinite, so the controller rejects the step
-    and retries with a smaller one (as [`diffrax.Kvaerno5`][] does).
+    **Nonlinear solve.** By `root_finder`, by default [`taylorode.PadeChord`][]
+    (simplified Newton) with the step-size controller's tolerances, as diffrax's own
+    implicit solvers take theirs. The Newton matrix is $Q(hJ)$, the Padé denominator
+    at $hJ$ with $J$ the vector field's Jacobian at $(t_1, y_0)$ (exact for linear
+    problems), applied through its partial fractions, one LU factorisation of
+    $hJ - r_k I$ per root $r_k$ (complex pairs once), never formed as a matrix: its
+    entries grow like $|h\lambda|^q$. The iteration goes on while it contracts (up to
+    `root_find_max_steps`); a solve that diverges makes the error estimate infinite, so
+    the controller rejects the step and retries with a smaller one (as
+    [`diffrax.Kvaerno5`][] does).
 
-    **Error estimate.** The residual of the lower-order companion relation HO(p, q-1)
-    at the converged solution (an estimate of order $p + q - 1$, as for an embedded
-    pair), multiplied by the inverse of the Newton matrix. The multiplication filters
-    the stiff components, as in Radau5's estimate (Hairer & Wanner II, IV.8): without
-    it the residual grows like $(h\lambda)^p$ for stiff eigenvalues and the controller
-    would take tiny steps. Works with [`diffrax.PIDController`][].
+    **Error estimate.** The residual of the next-higher relation HO(p, q+1) at $y_1$,
+    multiplied by the inverse Newton matrix: to leading order $y_1$ minus the
+    order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
+    (`error_order = p + q + 1`). The multiplication filters stiff components, as in
+    Radau5's estimate (Hairer & Wanner II, IV.8). Works with [`diffrax.PIDController`][].
+
+    **Limitation.** The Taylor coefficients at the step's start grow like
+    $|h\lambda|^i$ along stiff directions, and their round-off, $\epsilon|h\lambda|^p$,
+    reaches the slow components. For $p \ge 1$ this limits $|h\lambda|$ to roughly
+    $(\text{tol}/\epsilon)^{1/p}$: fine for Van der Pol or a linear system with
+    eigenvalues to $-10^6$, not for Robertson's problem to $t = 10^{11}$, where HO(0, 1)
+    (implicit Euler) works and higher orders do not yet.
 
     **First same as last.** The coefficients at $y_1$ are computed once, for the
     error estimate and dense output, and carried to the next step, rescaled to its
     length, as its $c_i$: each step costs the Newton iterations (one order-$q$
-    expansion each), one Jacobian, and one expansion of order $\max(p, q)$.
+    expansion each), one Jacobian of the vector field, and one expansion of order
+    $\max(p, q + 1)$.
 
     **Dense output.** The Hermite interpolating polynomial of degree $p + q + 1$
     through the data at both ends of the step ([`taylorode.TaylorInterpolation`][]
@@ -384,7 +393,8 @@ HermiteObreschkoff.__init__.__doc__ = """**Arguments:**
 - `method`: how Taylor coefficients are computed: `"recurrence"` (the default, our
     engine), `"jet"`, `"jvp"`, or an `AbstractTaylorMethod` instance.
 - `root_finder`: an `optimistix` root finder for the implicit relation. The default,
-    `diffrax.VeryChord` with the step-size controller's `rtol`/`atol`, factorises one
-    Jacobian per step.
+    `taylorode.PadeChord` with the step-size controller's `rtol`/`atol`, uses one
+    Jacobian of the vector field per step, factored as above. Any other optimistix
+    root finder (e.g. `optimistix.Newton`) also works, with its own Jacobian.
 - `root_find_max_steps`: the most iterations per step before the step is rejected.
 """
