@@ -25,6 +25,7 @@ from .._precision import check_controller_precision
 from .._root_finder import FactoredPadeInverse, pade_partial_fractions, PadeChord
 from .._terms import check_ode_term
 from . import _hermite
+from .taylor import _reference_step
 
 
 class HermiteObreschkoffState(eqx.Module):
@@ -341,12 +342,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
-
-def _reference_step(t0, t1):
-    """`t1 - t0`, or 1 for an empty step (coefficients scaled by 0 would lose them)."""
-    h = jnp.asarray(t1 - t0)
-    return jnp.where(h == 0, jnp.ones_like(h), h)
 
 
 def _filter_stop_gradient(tree):
