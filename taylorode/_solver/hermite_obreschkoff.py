@@ -16,7 +16,7 @@ from diffrax import (
     RESULTS,
     with_stepsize_controller_tols,
 )
-from jaxtyping import Array, PyTree
+from jaxtyping import Array
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
 from .._interpolation import TaylorInterpolation
