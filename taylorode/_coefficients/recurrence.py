@@ -27,8 +27,8 @@ from ._rules import (
 # Primitives that call a sub-jaxpr: expanded inline.
 _CALLS = {
     "jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-    "remat": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "remat": "jaxpr", "checkpoint": "jaxpr", "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
 }
 
 
@@ -63,9 +63,12 @@ class _Expander:
     coefficient of every variable, given inputs whose series reach order k, and
     returns the outputs (each a `Const` or a series)."""
 
-    def __init__(self, jaxpr, consts, site=None):
+    def __init__(self, jaxpr, consts, site=None, known=None):
         self.jaxpr = jaxpr
         self.consts = consts
+        # Equations (by index) whose output series are already known to the caller and
+        # are shared with it rather than recomputed; see `_custom_jvp_rule`.
+        self.known = known or {}
         # Where this jaxpr is called from in user code: equations inside library
         # functions (e.g. a jitted jnp.sort) carry no user frame of their own.
         self.site = site
@@ -83,7 +86,12 @@ class _Expander:
                 self.env[v] = Const(c)
             for v, x in zip(self.jaxpr.invars, inputs):
                 self.env[v] = x
-        for eqn, ctx in zip(self.jaxpr.eqns, self.ctxs):
+        for i, (eqn, ctx) in enumerate(zip(self.jaxpr.eqns, self.ctxs)):
+            if i in self.known:
+                if k == 0:
+                    for v, series in zip(eqn.outvars, self.known[i]):
+                        self.env[v] = series
+                continue
             ins = [self._read(v) for v in eqn.invars]
             if k == 0:
                 self._first(eqn, ins, ctx)
@@ -119,7 +127,7 @@ class _Expander:
 
 
 def _params(eqn) -> dict:
-    if eqn.primitive.name in _CALLS or eqn.primitive.name == "cond":
+    if eqn.primitive.name in _CALLS or eqn.primitive.name in ("cond", "custom_jvp_call"):
         return dict(_eqn=eqn)
     return dict(eqn.params)
 
@@ -142,6 +150,79 @@ def _custom_rule(k, ins, outs, ctx, _eqn):
     primitive)."""
     rule = _registered_rule(_eqn)
     return [rule(k, tuple(series_of(x, k) for x in ins), outs[0])]
+
+
+def _same_function(a, b) -> bool:
+    """Whether two custom_jvp_call equations compute the same function (same primal
+    program and constants; functions that differ only in a non-differentiable argument,
+    like `jnp.sinc`'s Maclaurin helper, have different programs)."""
+    if a.primitive.name != "custom_jvp_call" or b.primitive.name != "custom_jvp_call":
+        return False
+    ja, jb = a.params["call_jaxpr"], b.params["call_jaxpr"]
+    return (
+        _custom_jvp_name(a) == _custom_jvp_name(b)
+        and str(ja.jaxpr) == str(jb.jaxpr)
+        and len(ja.consts) == len(jb.consts)
+        and all(x is y for x, y in zip(ja.consts, jb.consts))
+    )
+
+
+def _custom_jvp_rule(k, ins, outs, ctx, _eqn):
+    """A `jax.custom_jvp` function without a Taylor rule of its own: its Taylor rule is
+    derived from its custom JVP. With c = f(a), c' = jvp_f(a; a'), so the series of c'
+    is the expansion of the JVP rule's program at the input series a and a', and
+    c_k = (c')_{k-1} / k. The custom JVP is thereby honoured at every order: a function
+    that is stable at a singular point under `jax.jvp` (a guarded sqrt, `jnp.sinc` at 0,
+    an `eqx.filter_custom_jvp` rule) is stable in Taylor mode too.
+
+    Inputs that do not depend on t or y are closed over, so the JVP rule sees them as
+    symbolic zeros (`None` tangents for `eqx.filter_custom_jvp`). Where the JVP rule
+    calls the function itself at the same inputs (the usual `y = f(x)` inside a rule),
+    that call's series is the one being computed here, shared rather than re-expanded.
+    """
+    if "sub" not in ctx:
+        dyn = [i for i, x in enumerate(ins) if not isinstance(x, Const)]
+        fixed = [i for i, x in enumerate(ins) if isinstance(x, Const)]
+        multiple = _eqn.primitive.multiple_results
+
+        def merged(dyn_vals, fixed_vals):
+            vals = [None] * len(ins)
+            for i, v in zip(dyn, dyn_vals):
+                vals[i] = v
+            for i, v in zip(fixed, fixed_vals):
+                vals[i] = v
+            return vals
+
+        def jvp(primals, tangents, fixed_vals):
+            def f(*d):
+                out = _bind(_eqn, merged(d, fixed_vals))
+                return tuple(out) if multiple else out[0]
+
+            return jax.jvp(f, tuple(primals), tuple(tangents))
+
+        spec = [jax.ShapeDtypeStruct(jnp.shape(coeff(x, 0)), jnp.result_type(coeff(x, 0))) for x in ins]
+        dyn_spec = [spec[i] for i in dyn]
+        closed = jax.make_jaxpr(jvp)(dyn_spec, dyn_spec, [spec[i] for i in fixed])
+        jaxpr = closed.jaxpr
+        n_dyn = len(dyn)
+        same_inputs = merged(jaxpr.invars[:n_dyn], jaxpr.invars[2 * n_dyn:])
+        known = {
+            i: outs
+            for i, e in enumerate(jaxpr.eqns)
+            if _same_function(e, _eqn) and list(e.invars) == same_inputs
+        }
+        ctx["sub"] = _Expander(jaxpr, list(closed.consts), ctx.get("site"), known)
+        ctx["args"] = (dyn, fixed)
+        # The expander keeps its input series by reference and reads order m at step m.
+        ctx["tangents"] = [[] for _ in dyn]
+    dyn, fixed = ctx["args"]
+    m = k - 1
+    for i, tangent in zip(dyn, ctx["tangents"]):
+        tangent.append(k * ins[i][k])  # (a')_m = (m + 1) a_{m+1}
+    inputs = [ins[i] for i in dyn] + ctx["tangents"] + [ins[i] for i in fixed]
+    results = ctx["sub"].step(m, inputs)
+    tangents = results[len(results) // 2:]
+    return [coeff(t, m) / k for t in tangents]
 
 
 def _call_rule(k, ins, outs, ctx, _eqn):
@@ -182,6 +263,8 @@ def _rule(eqn, site=None):
         return _custom_rule
     if _custom_jvp_name(eqn) in CUSTOM_JVP_RULES:
         return CUSTOM_JVP_RULES[_custom_jvp_name(eqn)]
+    if name == "custom_jvp_call":
+        return _custom_jvp_rule
     if name in _CALLS:
         return _call_rule
     if name == "cond":
@@ -222,10 +305,12 @@ class RecurrenceMethod(AbstractTaylorMethod):
     permutation); `dot_general` with constant or state-dependent operands; reductions
     (sum, product, max, min) and cumulative sums, products, maxima and minima; reshaping, broadcasting, slicing, gathering with constant
     indices, concatenation, padding; nested `jit`; `stop_gradient` (a constant); and
-    `jax.custom_jvp`/`jax.custom_vjp` functions (their registered Taylor rule, see
-    [`taylorode.custom_taylor`][]; JAX's `logaddexp`/`logaddexp2`, hence
-    `jax.nn.softplus`, by rules of ours; else their primal code, which is right except
-    at a kink the custom JVP smooths over, e.g. `jnp.sinc` at 0). Anything else raises
+    `jax.custom_jvp` and `eqx.filter_custom_jvp` functions: their registered Taylor
+    rule (see [`taylorode.custom_taylor`][]; JAX's `logaddexp`/`logaddexp2`, hence
+    `jax.nn.softplus`, have rules of ours), else a rule derived from their custom JVP
+    (c' = jvp(a; a'), expanded order by order), so a JVP that is stable at a singular
+    point (`jnp.sinc` at 0, a guarded `sqrt`) is stable at every order.
+    `jax.custom_vjp` functions are expanded through their primal code. Anything else raises
     [`taylorode.TaylorRuleError`][] naming the primitive and where it is used.
 
     **Arguments:**
