@@ -8,6 +8,7 @@ from ._coefficients import (
     JvpMethod as JvpMethod,
     RecurrenceMethod as RecurrenceMethod,
 )
+from ._citation import citation as citation
 from ._custom_taylor import custom_taylor as custom_taylor
 from ._diagnostics import (
     stiffness_diagnostics as stiffness_diagnostics,
@@ -25,8 +26,13 @@ from ._solver import (
 )
 from ._step_size_controller import TaylorController as TaylorController
 from ._root_finder import PadeChord as PadeChord
+from ._sensitivity import (
+    forward_sensitivity as forward_sensitivity,
+    SensitivitySolution as SensitivitySolution,
+)
 from ._taylor_coefficients import taylor_coefficients as taylor_coefficients
 from . import series as series
+from . import stable as stable
 
 
 __version__ = importlib.metadata.version("taylorode")

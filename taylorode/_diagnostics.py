@@ -57,7 +57,7 @@ def stiffness_diagnostics(
     r"""Diagnose stiffness along a computed solution, for studies and plots.
 
     At every saved point $(t_i, y_i)$ of a solution of $y' = f(t, y, \text{args})$ (as
-    `sol.ts`, `sol.ys` from [`diffrax.diffeqsolve`][] with `SaveAt(ts=...)`) this
+    `sol.ts`, `sol.ys` from `diffrax.diffeqsolve` with `SaveAt(ts=...)`) this
     computes two independent views of how large a step an explicit method can take:
 
     **From the Taylor series** (Jorba & Zou 2005, and heyoka). With the normalised
@@ -110,7 +110,7 @@ def stiffness_diagnostics(
     **Arguments:**
 
     - `vector_field`: a function `f(t, y, args)` returning a PyTree of the same
-        structure as `y` (the same signature as [`diffrax.ODETerm`][]).
+        structure as `y` (the same signature as `diffrax.ODETerm`).
     - `ts`: the times, shape `(N,)`.
     - `ys`: the states, a PyTree whose leaves have a leading axis of length `N`.
     - `args`: passed through to `vector_field`.

@@ -111,7 +111,7 @@ class PadeChord(optx.AbstractRootFinder):
     iteration on, the solve stops once the estimated remaining error `|Δ| θ/(1-θ)`
     (θ the observed contraction rate, `|Δ|` measured in the `atol + rtol |y|` norm)
     is below `kappa`, and reports divergence when θ >= 1 (the step is then rejected
-    and retried smaller). Unlike [`diffrax.VeryChord`][], which gives up when two
+    and retried smaller). Unlike `diffrax.VeryChord`, which gives up when two
     iterations have not converged, it goes on while the iteration contracts, up to
     the solver's `root_find_max_steps`.
 

@@ -27,7 +27,7 @@ def taylor_coefficients(
     **Arguments:**
 
     - `vector_field`: a function `f(t, y, args)` returning a PyTree of the same
-        structure as `y` (the same signature as [`diffrax.ODETerm`][]).
+        structure as `y` (the same signature as `diffrax.ODETerm`).
     - `t0`: the expansion time.
     - `y0`: the state at `t0`; any PyTree of arrays.
     - `args`: passed through to `vector_field`; not expanded.

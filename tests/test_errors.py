@@ -122,3 +122,26 @@ def test_float32_reachable_tolerance_does_not_warn():
 def test_wrong_output_shape():
     with pytest.raises(ValueError, match=r"shape \(2,\) for state leaf 0"):
         taylorode.taylor_coefficients(lambda t, y, a: jnp.stack([y, y]), 0.0, jnp.array(1.0), None, 3)
+
+
+@pytest.mark.parametrize(
+    "controller, dt0",
+    [
+        (taylorode.TaylorController(rtol=1e-8, atol=1e-8), None),
+        (diffrax.PIDController(rtol=1e-8, atol=1e-8), 0.1),
+    ],
+    ids=["TaylorController", "PIDController"],
+)
+def test_singular_vector_field_says_why(controller, dt0):
+    # jnp.sqrt at 0: finite value, infinite derivative, NaN coefficients. No step size
+    # helps, so the solve stops at once with a message pointing at taylorode.stable
+    # (instead of rejecting steps until max_steps).
+    def solve(field):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field), taylorode.Taylor(order=4), 0.0, 1.0, dt0,
+            jnp.array(0.0), stepsize_controller=controller,
+        )
+
+    with pytest.raises(Exception, match="taylorode.stable"):
+        solve(lambda t, y, a: -jnp.sqrt(y))
+    assert float(solve(lambda t, y, a: -taylorode.stable.sqrt(y)).ys[-1]) == 0.0

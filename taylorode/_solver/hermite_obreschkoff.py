@@ -84,13 +84,13 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     entries grow like $|h\lambda|^q$. The iteration goes on while it contracts (up to
     `root_find_max_steps`); a solve that diverges makes the error estimate infinite, so
     the controller rejects the step and retries with a smaller one (as
-    [`diffrax.Kvaerno5`][] does).
+    `diffrax.Kvaerno5` does).
 
     **Error estimate.** The residual of the next-higher relation HO(p, q+1) at $y_1$,
     multiplied by the inverse Newton matrix: to leading order $y_1$ minus the
     order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
     (`error_order = p + q + 1`). The multiplication filters stiff components, as in
-    Radau5's estimate (Hairer & Wanner II, IV.8). Works with [`diffrax.PIDController`][].
+    Radau5's estimate (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
 
     **Limitation.** The Taylor coefficients at the step's start grow like
     $|h\lambda|^i$ along stiff directions, and their round-off, $\epsilon|h\lambda|^p$,
@@ -110,7 +110,7 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     holds its power coefficients).
 
     [`taylorode.implicit_stats`][] reports the Newton iterations and Jacobian
-    evaluations of a solve. Only [`diffrax.ODETerm`][]s are accepted.
+    evaluations of a solve. Only `diffrax.ODETerm`s are accepted.
 
     ??? cite "References"
 

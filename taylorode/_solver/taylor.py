@@ -65,6 +65,21 @@ class ControllerTolerances(eqx.Module):
 _FROM_CONTROLLER = with_stepsize_controller_tols(ControllerTolerances)().rtol
 
 
+_NONFINITE_MESSAGE = (
+    "taylorode.Taylor: the Taylor coefficients of the solution where a step starts are "
+    "not finite (NaN or inf). The vector field is singular there, e.g. jnp.sqrt or "
+    "jnp.linalg.norm at 0, or a division by zero; their derivatives are infinite even "
+    "where their values are not. Use the functions in taylorode.stable (sqrt, norm, pow, "
+    "log, safe_div, normalize), or give your function a jax.custom_jvp (or "
+    "taylorode.custom_taylor) rule that is finite there."
+)
+
+
+def _all_finite(tree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
     r"""Explicit Taylor-series method, of an order chosen from the tolerance, fixed, or
     chosen per step.
@@ -80,11 +95,11 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
     - `Taylor()` takes its order from the tolerance of the adaptive step-size
       controller given to `diffeqsolve` ([`taylorode.TaylorController`][] or
-      [`diffrax.PIDController`][]), by Jorba & Zou's rule
+      `diffrax.PIDController`), by Jorba & Zou's rule
       $p = \max(2, \lceil -\tfrac12 \ln ε + 1 \rceil)$ with $ε$ = `rtol` (`atol` where
       `rtol = 0`): 8 at 1e-6, 13 at 1e-10, 18 at 1e-14. The tolerance reaches the
       solver through diffrax's channel for implicit solvers' tolerances, so `Taylor`
-      is formally a [`diffrax.AbstractImplicitSolver`][] (it solves no equations); it
+      is formally a `diffrax.AbstractImplicitSolver` (it solves no equations); it
       needs concrete (not traced) tolerances, and with `ConstantStepSize` diffrax asks
       for an adaptive controller: give `Taylor(order=p)` there.
     - `Taylor(order=p)` fixes the order.
@@ -110,7 +125,7 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
     quantity Jorba & Zou's rule sizes the next step from. It works with
     [`taylorode.TaylorController`][] (which accepts steps sized from the coefficients
     at their start without a test, as heyoka does) and with
-    [`diffrax.PIDController`][]. With `orders=...` the estimate of an order-$q$ step
+    `diffrax.PIDController`. With `orders=...` the estimate of an order-$q$ step
     is re-expressed at the reference order $p = \max(\text{orders})$ (raised to
     $p/q$ in the tolerance-scaled norm, which leaves $r \le 1$ unchanged), because
     controllers size steps with the static exponent `1/error_order`.
@@ -120,7 +135,7 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
       ([`taylorode.TaylorInterpolation`][]), at full order, no extra evaluations.
     - [`taylorode.order_counts`][] reports the accepted steps per order.
 
-    Only [`diffrax.ODETerm`][]s are accepted; control and SDE terms raise diffrax's
+    Only `diffrax.ODETerm`s are accepted; control and SDE terms raise diffrax's
     `TermAndSolverIncompatible` (a `ValueError`) at trace time.
 
     ??? cite "References"
@@ -335,6 +350,11 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         index = self._next_order_index(y1)
         next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_next_ref, index)
         y_error = self._error(last_two, y0, y1, index)
+        # Non-finite coefficients where the solution is known to be (this step's start,
+        # or the end of the controller's zero-length first step, which is y0) cannot be
+        # cured by a smaller step: say why, instead of rejecting until max_steps.
+        bad = ~_all_finite(state.coeffs) | ((h == 0) & ~_all_finite(next_coeffs))
+        y1 = eqx.error_if(y1, bad, _NONFINITE_MESSAGE)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         counts = state.counts + jnp.where(h == 0, 0, taken)
         new_state = TaylorState(
