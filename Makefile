@@ -1,17 +1,20 @@
 # Two commands matter (see README): `make demo` and `make test`.
 # Both create .venv on first use and install taylorode into it (editable).
+# `make test` runs the test suite (examples included, with short horizons), builds the
+# documentation site with `mkdocs build --strict`, and checks that the wheel installs and
+# imports in a clean virtual environment.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs wheel-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 $(BENCH_STAMP): $(STAMP)
@@ -23,6 +26,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(MAKE) docs
+	$(MAKE) wheel-check
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+# Build the wheel, install it into a fresh virtual environment (not editable, outside the
+# source tree) and import it there.
+wheel-check: $(STAMP)
+	rm -rf build/wheel build/wheel-venv
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/wheel .
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet build/wheel/taylorode-*.whl
+	cd build && wheel-venv/bin/python -c "import taylorode, diffrax, jax.numpy as jnp; \
+	  assert 'wheel-venv' in taylorode.__file__, taylorode.__file__; \
+	  sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -y), taylorode.Taylor(order=4), 0.0, 1.0, 0.1, jnp.array(1.0)); \
+	  assert abs(float(sol.ys[-1]) - 0.36787944) < 1e-6; print('wheel OK:', taylorode.__version__, taylorode.__file__)"
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_explicit.py
@@ -33,6 +53,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
+	$(BIN)/python benchmarks/bench_sensitivity.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache dist build
+	rm -rf $(VENV) .pytest_cache dist build site

@@ -58,12 +58,18 @@ def warn_if_tolerance_below_precision(y0, rtol, atol) -> None:
         eps = float(jnp.finfo(dtype).eps)
         tol = rtol if rtol > 0 else atol
         if 0 < tol < 10 * eps:
+            if jnp.finfo(dtype).bits < 64:
+                fix = (
+                    "Enable 64-bit floats (JAX's `jax_enable_x64` option, or "
+                    "JAX_ENABLE_X64=1 in the environment) and pass float64 arrays, or "
+                    f"loosen the tolerance to at least {10 * eps:.3g}."
+                )
+            else:
+                fix = f"Loosen the tolerance to at least {10 * eps:.3g}."
             warnings.warn(
                 f"The tolerance {tol:g} is below what {jnp.dtype(dtype).name} can "
-                f"resolve (machine epsilon {eps:.2g}): the solve will take many tiny "
-                "steps and still not reach it. Enable 64-bit floats (JAX's "
-                "`jax_enable_x64` option, or JAX_ENABLE_X64=1 in the environment) and "
-                f"pass float64 arrays, or loosen the tolerance to at least {10 * eps:.1g}.",
+                f"resolve (machine epsilon {eps:.3g}): the solve will take many tiny "
+                f"steps and still not reach it. {fix}",
                 PrecisionWarning,
                 stacklevel=4,
             )
