@@ -14,6 +14,7 @@ from jaxtyping import PyTree
 from .._coefficients import resolve_method
 from .._handshake import TaylorControllerNorm
 from .._order import jorba_zou_factor, tolerance_scale
+from .._solver.taylor import Taylor
 
 
 class TaylorController(AbstractAdaptiveStepSizeController):
@@ -40,11 +41,13 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     the same distance $(ε/e^2)^{1/p}$ from the radius), so `rtol` and `atol` play the
     parts of heyoka's relative and absolute tolerance.
 
-    **First step.** With `Taylor()` (order from the tolerance) the first step is of
-    zero length: the solver computes the coefficients at $y_0$ in it, and the step
-    after it is sized from them (no longer than `dt0` where one is given). It counts
-    in diffrax's `num_accepted_steps`. With `Taylor(order=p)` and `dt0=None` the first
-    step is sized from one coefficient set computed here; with `dt0` it is tested.
+    **First step.** With `Taylor()` (order from the tolerance), and with
+    `Taylor(order=p)` and `dt0=None`, the first step is of zero length: it gives the
+    controller the coefficients at $y_0$ from the solver's own step, and the step after
+    it is sized from them (no longer than `dt0` where one is given). It counts in
+    diffrax's `num_accepted_steps`. With `Taylor(order=p)` and a `dt0`, the step of
+    length `dt0` is tested like any other. With other solvers and `dt0=None`, the first
+    step is sized from one coefficient set computed here.
 
     A zero error estimate (a polynomial solution, or a zero vector field) grows the
     step by `factormax`.
@@ -102,10 +105,14 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         dtype = jnp.result_type(t0, jnp.asarray(t0) * 1.0)
         no_cap = jnp.array(jnp.inf, dtype)
         solver = getattr(func, "__self__", None)
-        if getattr(solver, "starts_with_zero_step", False):
-            # `Taylor()` handed our norm: a zero-length first step gives the solver the
-            # coefficients at y0 (see `taylorode._handshake`); the step after it is
-            # sized from them, and no longer than `dt0` where one is given.
+        handshake = getattr(solver, "starts_with_zero_step", False)
+        if handshake or (dt0 is None and isinstance(solver, Taylor)):
+            # A zero-length first step gives the solver the coefficients at y0 from its
+            # own step, and the step after it is sized from them (no longer than `dt0`
+            # where one is given). `Taylor()` handed our norm (see
+            # `taylorode._handshake`) computes them only there; `Taylor(order=p)` has
+            # them from its `init` already, and the step's error estimate carries them
+            # here: either way no extra coefficient kernel is compiled for this.
             cap = no_cap if dt0 is None else jnp.asarray(dt0, dtype)
             return t0, (at_dtmin, jnp.zeros((), dtype), cap)
         if dt0 is not None:
