@@ -59,3 +59,14 @@ def test_stiff_robertson_vdp(tmp_path):
     assert 2 * r["vdp_ho_steps"] < r["vdp_kvaerno5_steps"]
     assert r["vdp_ho_newton"] >= r["vdp_ho_steps"]
     assert r["vdp_stability_ratio_max"] > 5
+
+
+def test_stiffness_diagnostics(tmp_path):
+    _, out = run("stiffness_diagnostics", tmp_path)
+    # At y = (2, 0) the Jacobian of vdp1000 is [[0, 1], [-1, -3000]]: max|lambda| = 3000.0003
+    # is the largest along the slow branch, where |y1| <= 2.
+    np.testing.assert_allclose(out["max_abs_eigenvalue"], 3000.0, atol=0.01)
+    # An explicit Taylor method would need orders of magnitude more steps than the
+    # implicit solver, whether limited by accuracy or by stability.
+    assert out["explicit_steps_stability"] > 1000 * out["implicit_steps"]
+    assert out["explicit_steps_accuracy"] > 1000 * out["implicit_steps"]
