@@ -92,12 +92,14 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     (`error_order = p + q + 1`). The multiplication filters stiff components, as in
     Radau5's estimate (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
 
-    **Limitation.** The Taylor coefficients at the step's start grow like
-    $|h\lambda|^i$ along stiff directions, and their round-off, $\epsilon|h\lambda|^p$,
-    reaches the slow components. For $p \ge 1$ this limits $|h\lambda|$ to roughly
-    $(\text{tol}/\epsilon)^{1/p}$: fine for Van der Pol or a linear system with
-    eigenvalues to $-10^6$, not for Robertson's problem to $t = 10^{11}$, where HO(0, 1)
-    (implicit Euler) works and higher orders do not yet.
+    **Limitation.** A state carries round-off of size $\delta \approx \epsilon|y|$ along
+    the stiff directions, and its Taylor coefficients amplify it: $h^i y^{[i]}$ grows
+    like $|h\lambda|^i \delta$ there, and the round-off of these large terms, about
+    $\epsilon$ times their size, reaches the slow components. The highest order used,
+    $m = \max(p, q + 1)$ ($q + 1$ for the error estimate), therefore limits
+    $|h\lambda|$: fine for Van der Pol or a linear system with eigenvalues to $-10^6$,
+    not for Robertson's problem at late times ($|h\lambda|$ of $10^8$ to $10^{12}$),
+    where HO(0, 1) (implicit Euler, $m = 2$) works and higher orders do not yet.
 
     **First same as last.** The coefficients at $y_1$ are computed once, for the
     error estimate and dense output, and carried to the next step, rescaled to its
