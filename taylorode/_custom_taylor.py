@@ -65,7 +65,6 @@ class custom_taylor:
         primal.__name__ = primal.__qualname__ = self.key
         self._custom_jvp = jax.custom_jvp(primal)
         self._custom_jvp.defjvp(self._jvp_from_rule)
-        self._has_jvp = False
 
     def def_taylor(self, rule: Callable) -> Callable:
         """Register the Taylor rule `rule(k, inputs, output) -> y_k`."""

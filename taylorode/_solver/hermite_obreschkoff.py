@@ -25,7 +25,7 @@ from .._precision import check_controller_precision
 from .._root_finder import FactoredPadeInverse, pade_partial_fractions, PadeChord
 from .._terms import check_ode_term
 from . import _hermite
-from .taylor import _reference_step
+from .taylor import _reference_step, refresh_after_jump
 
 
 class HermiteObreschkoffState(eqx.Module):
@@ -327,20 +327,9 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return y1, y_error, dict(coeffs=stack(dense)), new_state, result
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
-        """After a jump in the vector field the carried coefficients are stale:
-        recompute them at the step's start (a real conditional, taken rarely)."""
-        h = _reference_step(t0, t0 + h)
-
-        def fresh(_):
-            return tuple(self._expand(terms, t0, h, y0, args, self.p)), h
-
-        def carried(_):
-            return state.coeffs, state.h_ref
-
-        coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
-        coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
-        h_ref = jnp.where(made_jump, h_ref, state.h_ref)
-        return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
+        return refresh_after_jump(
+            state, t0, h, made_jump, lambda h_ref: self._expand(terms, t0, h_ref, y0, args, self.p)
+        )
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)

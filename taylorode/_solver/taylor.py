@@ -351,9 +351,10 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_next_ref, index)
         y_error = self._error(last_two, y0, y1, index)
         # Non-finite coefficients where the solution is known to be (this step's start,
-        # or the end of the controller's zero-length first step, which is y0) cannot be
-        # cured by a smaller step: say why, instead of rejecting until max_steps.
-        bad = ~_all_finite(state.coeffs) | ((h == 0) & ~_all_finite(next_coeffs))
+        # or the end of the controller's zero-length first step, which is y0, seen
+        # through its error estimate) cannot be cured by a smaller step: say why,
+        # instead of rejecting until max_steps.
+        bad = ~_all_finite(state.coeffs) | ((h == 0) & ~_all_finite(y_error))
         y1 = eqx.error_if(y1, bad, _NONFINITE_MESSAGE)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         counts = state.counts + jnp.where(h == 0, 0, taken)
@@ -364,24 +365,31 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return y1, y_error, dense_info, new_state, RESULTS.successful
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
-        """After a jump in the vector field the carried coefficients are stale:
-        recompute them at the step's start (a real conditional, taken rarely)."""
-        h = _reference_step(t0, t0 + h)
         index = eqxi.unvmap_max(state.index)
-
-        def fresh(_):
-            return self._expand_at(terms, t0, y0, args, h, index)[0], h
-
-        def carried(_):
-            return state.coeffs, state.h_ref
-
-        coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
-        coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
-        h_ref = jnp.where(made_jump, h_ref, state.h_ref)
-        return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
+        return refresh_after_jump(
+            state, t0, h, made_jump, lambda h_ref: self._expand_at(terms, t0, y0, args, h_ref, index)[0]
+        )
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
+
+
+def refresh_after_jump(state, t0, h, made_jump, expand):
+    """After a jump in the vector field the coefficients carried in `state` (fields
+    `coeffs` and `h_ref`) are stale: recompute them at the step's start with
+    `expand(h_ref)`, in a real conditional (taken rarely; batch-uniform under vmap)."""
+    h = _reference_step(t0, t0 + h)
+
+    def fresh(_):
+        return tuple(expand(h)), h
+
+    def carried(_):
+        return state.coeffs, state.h_ref
+
+    coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
+    coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
+    h_ref = jnp.where(made_jump, h_ref, state.h_ref)
+    return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
 
 
 def _reference_step(t0, t1):
