@@ -90,7 +90,11 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     multiplied by the inverse Newton matrix: to leading order $y_1$ minus the
     order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
     (`error_order = p + q + 1`). The multiplication filters stiff components, as in
-    Radau5's estimate (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
+    Radau5's estimate (Hairer & Wanner II, IV.8). The Newton iterate's own offset
+    from the exact HO(p, q) solution, $v = Q(hJ)^{-1} F(y_1)$ with $F$ the relation's
+    residual (free from the same coefficients), would enter the companion through
+    its Newton matrix amplified like $|h\lambda|$ in stiff directions; $Q_{p,q+1}(hJ)\,v$
+    is taken out first. Works with `diffrax.PIDController`.
 
     **Limitation.** A state carries round-off of size $\delta \approx \epsilon|y|$ along
     the stiff directions, and its Taylor coefficients amplify it: $h^i y^{[i]}$ grows
@@ -280,6 +284,8 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         fn = lambda y, fa: (self._residual(y, fa), None)  # noqa: E731
         if isinstance(self.root_finder, PadeChord):
             options = dict(init_state=inverse)
+            if self.root_finder.refresh_rate is not None:
+                options["rebuild"] = lambda y: self._newton_inverse(terms, t0, t1, y, args)
         else:
             options = {}
         sol = optx.root_find(
@@ -306,6 +312,22 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
             _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: q + 2], y0),
             _weighted_sum(b_hi, cs, y0),
         )
+        # y1 is the Newton iterate, off the exact HO(p, q) solution by about
+        # v = Q(hJ)^{-1} F(y1) (F the relation's residual, free from the same
+        # coefficients). That offset enters the companion through its own Newton
+        # matrix Q_hi(hJ), amplified like |h lambda| in stiff directions: take it out.
+        if isinstance(self.root_finder, PadeChord):
+            inverse = sol.state.inverse  # the last one used, if the solve rebuilt it
+        residual = jtu.tree_map(
+            lambda x, r: x - r,
+            _weighted_sum([(-1) ** i * w for i, w in enumerate(a)], ds[: q + 1], y0),
+            rhs,
+        )
+        offset, _ = inverse.apply_tree(lax.stop_gradient(residual))
+        _, Q_hi = _hermite.pade_polynomials(p, q + 1)
+        companion = jtu.tree_map(
+            lambda c, w: c - w, companion, inverse.polynomial_tree(Q_hi, offset)
+        )
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
         finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves((y1, filtered))])
@@ -318,11 +340,12 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         W = _hermite.hermite_matrix(p, q)
         data = cs + ds[: q + 1]
         dense = [_weighted_sum(W[j], data, y0) for j in range(p + q + 2)]
+        refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
         new_state = HermiteObreschkoffState(
             coeffs=tuple(ds[: p + 1]),
             h_ref=_reference_step(t0, t1),
             newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
-            jacobian_evaluations=state.jacobian_evaluations + 1,
+            jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
         )
         return y1, y_error, dict(coeffs=stack(dense)), new_state, result
 
