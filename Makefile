@@ -57,6 +57,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
 	$(BIN)/python benchmarks/bench_sensitivity.py
+	$(BIN)/python benchmarks/bench_compile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist build site
