@@ -55,7 +55,6 @@ class FactoredPadeInverse(eqx.Module):
     operators: tuple
     states: tuple
     weights: tuple
-    hJ: Array
     real: tuple[bool, ...] = eqx.field(static=True)
 
     @classmethod
@@ -77,7 +76,7 @@ class FactoredPadeInverse(eqx.Module):
             states.append(jax.lax.stop_gradient(lx.LU().init(op, options={})))
             weights.append(weight)
             real.append(bool(is_real))
-        return cls(tuple(ops), tuple(states), tuple(weights), hJ, tuple(real))
+        return cls(tuple(ops), tuple(states), tuple(weights), tuple(real))
 
     def __call__(self, b: Array) -> tuple[Array, Any]:
         out = jnp.zeros_like(b)
@@ -89,16 +88,6 @@ class FactoredPadeInverse(eqx.Module):
             out = out + (term if is_real else 2 * jnp.real(term)).astype(b.dtype)
             result = lx.RESULTS.where(result == lx.RESULTS.successful, sol.result, result)
         return out, result
-
-    def polynomial_tree(self, coeffs, tree: PyTree) -> PyTree:
-        """`sum_i coeffs[i] (hJ)^i b` for a PyTree `b` (coefficients ascending)."""
-        flat, unravel = jfu.ravel_pytree(tree)
-        power = flat
-        out = float(coeffs[0]) * flat
-        for c in coeffs[1:]:
-            power = self.hJ @ power
-            out = out + float(c) * power
-        return unravel(out)
 
     def apply_tree(self, tree: PyTree) -> tuple[PyTree, Any]:
         flat, unravel = jfu.ravel_pytree(tree)

@@ -90,11 +90,7 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     multiplied by the inverse Newton matrix: to leading order $y_1$ minus the
     order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
     (`error_order = p + q + 1`). The multiplication filters stiff components, as in
-    Radau5's estimate (Hairer & Wanner II, IV.8). The Newton iterate's own offset
-    from the exact HO(p, q) solution, $v = Q(hJ)^{-1} F(y_1)$ with $F$ the relation's
-    residual (free from the same coefficients), would enter the companion through
-    its Newton matrix amplified like $|h\lambda|$ in stiff directions; $Q_{p,q+1}(hJ)\,v$
-    is taken out first. Works with `diffrax.PIDController`.
+    Radau5's estimate (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
 
     **Limitation.** A state carries round-off of size $\delta \approx \epsilon|y|$ along
     the stiff directions, and its Taylor coefficients amplify it: $h^i y^{[i]}$ grows
@@ -311,22 +307,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
             lambda x, r: x - r,
             _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: q + 2], y0),
             _weighted_sum(b_hi, cs, y0),
-        )
-        # y1 is the Newton iterate, off the exact HO(p, q) solution by about
-        # v = Q(hJ)^{-1} F(y1) (F the relation's residual, free from the same
-        # coefficients). That offset enters the companion through its own Newton
-        # matrix Q_hi(hJ), amplified like |h lambda| in stiff directions: take it out.
-        if isinstance(self.root_finder, PadeChord):
-            inverse = sol.state.inverse  # the last one used, if the solve rebuilt it
-        residual = jtu.tree_map(
-            lambda x, r: x - r,
-            _weighted_sum([(-1) ** i * w for i, w in enumerate(a)], ds[: q + 1], y0),
-            rhs,
-        )
-        offset, _ = inverse.apply_tree(lax.stop_gradient(residual))
-        _, Q_hi = _hermite.pade_polynomials(p, q + 1)
-        companion = jtu.tree_map(
-            lambda c, w: c - w, companion, inverse.polynomial_tree(Q_hi, offset)
         )
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
         finite = jnp.all(
