@@ -178,8 +178,14 @@ class PadeChord(optx.AbstractRootFinder):
         lin_result = optx.RESULTS.promote(lin_result)
         diffsize = self._size(y, diff)
         inverse, refreshes = state.inverse, state.refreshes
-        rebuild = options.get("rebuild")
-        if rebuild is not None and self.refresh_rate is not None:
+        if self.refresh_rate is not None:
+            try:
+                rebuild = options["rebuild"]
+            except KeyError:
+                raise ValueError(
+                    "PadeChord(refresh_rate=...) needs the solver to supply "
+                    "`options['rebuild']` (taylorode.HermiteObreschkoff does)."
+                ) from None
             # Contracting too slowly (or not at all) with the Newton matrix of the
             # step's start: rebuild it at the current iterate and redo this update.
             need = (state.step >= 1) & ~(diffsize <= self.refresh_rate * state.diffsize)
@@ -191,14 +197,16 @@ class PadeChord(optx.AbstractRootFinder):
                 return (
                     pick(new_inverse, inverse),
                     pick(new_diff, diff),
+                    jnp.where(need, self._size(y, new_diff), diffsize),
                     optx.RESULTS.where(need, optx.RESULTS.promote(new_result), lin_result),
                 )
 
             def keep(_):
-                return inverse, diff, lin_result
+                return inverse, diff, diffsize, lin_result
 
-            inverse, diff, lin_result = lax.cond(eqxi.unvmap_any(need), fresh, keep, None)
-            diffsize = self._size(y, diff)
+            inverse, diff, diffsize, lin_result = lax.cond(
+                eqxi.unvmap_any(need), fresh, keep, None
+            )
             refreshes = refreshes + need.astype(refreshes.dtype)
         new_y = jtu.tree_map(lambda a, b: a - b, y, diff)
         new_state = _PadeChordState(

@@ -217,12 +217,7 @@ def test_newton_refresh_converges_where_the_chord_diverges(robertson_state):
     "grow like (h*lambda)^p, and cannot take the long steps needed.",
 )
 def test_robertson():
-    def rob(t, y, args):
-        return jnp.stack([
-            -0.04 * y[0] + 1e4 * y[1] * y[2],
-            0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-            3e7 * y[1] ** 2,
-        ])
+    rob = _robertson
 
     ref = solve_ivp(
         lambda t, y: np.asarray(rob(t, jnp.asarray(y), None)), (0, 1e11), [1.0, 0.0, 0.0],
@@ -325,3 +320,9 @@ def test_bad_input():
         import optimistix as optx
 
         optx.root_find(lambda y, a: y - 1.0, taylorode.PadeChord(rtol=1e-8, atol=1e-8), jnp.array(0.0))
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0, 1.5])
+def test_refresh_rate_outside_unit_interval_raises(rate):
+    with pytest.raises(ValueError, match="refresh_rate"):
+        taylorode.PadeChord(rtol=1e-8, atol=1e-8, refresh_rate=rate)
