@@ -34,11 +34,14 @@ class HermiteObreschkoffState(eqx.Module):
     - `coeffs`: the scaled Taylor coefficients $c_0, \\ldots, c_p$ at the current point,
         scaled by `h_ref` (a tuple of PyTrees shaped like the state).
     - `h_ref`: the step length they are scaled by (the last step's).
+    - `increment`: $y_1 - y_0$ of the last step (zero at the start and after a jump),
+        for the Newton iteration's starting guess.
     - `newton_iterations`, `jacobian_evaluations`: totals over the accepted steps.
     """
 
     coeffs: tuple
     h_ref: Array
+    increment: Any
     newton_iterations: Array
     jacobian_evaluations: Array
 
@@ -76,9 +79,11 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     non-stiff problems) and `is_a_stable` / `is_l_stable` say which they are.
 
     **Nonlinear solve.** By `root_finder`, by default [`taylorode.PadeChord`][]
-    (simplified Newton) with the step-size controller's tolerances, as diffrax's own
-    implicit solvers take theirs. The Newton matrix is $Q(hJ)$, the Padé denominator
-    at $hJ$ with $J$ the vector field's Jacobian at $(t_1, y_0)$ (exact for linear
+    (simplified Newton, with the Jacobian rebuilt when the iteration stalls) with the
+    step-size controller's tolerances, as diffrax's own implicit solvers take theirs.
+    The iteration starts from the last step's increment rescaled to this step (a
+    secant predictor). The Newton matrix is $Q(hJ)$, the Padé denominator at $hJ$ with
+    $J$ the vector field's Jacobian at $t_1$ and that starting guess (exact for linear
     problems), applied through its partial fractions, one LU factorisation of
     $hJ - r_k I$ per root $r_k$ (complex pairs once), never formed as a matrix: its
     entries grow like $|h\lambda|^q$. The iteration goes on while it contracts (up to
@@ -86,30 +91,38 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     the controller rejects the step and retries with a smaller one (as
     `diffrax.Kvaerno5` does).
 
-    **Error estimate.** The residual of the next-higher relation HO(p, q+1) at $y_1$,
-    multiplied by the inverse Newton matrix: to leading order $y_1$ minus the
-    order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
-    (`error_order = p + q + 1`). The multiplication filters stiff components, as in
-    Radau5's estimate (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
+    **Error estimate.** The residual at $y_1$ of a companion relation of order
+    $p + q + 1$, multiplied by the inverse Newton matrix: to leading order $y_1$ minus
+    the order-$(p+q+1)$ solution, i.e. the step's own local error $O(h^{p+q+1})$
+    (`error_order = p + q + 1`). For $q > p$ (the L-stable pairs) the companion is
+    HO(p+1, q), which needs one more coefficient at the step's start (carried from the
+    last step, so free) and none beyond order $q$ at its end; for $q \le p$ it is
+    HO(p, q+1). The multiplication filters stiff components, as in Radau5's estimate
+    (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
 
-    **Limitation.** A state carries round-off of size $\delta \approx \epsilon|y|$ along
-    the stiff directions, and its Taylor coefficients amplify it: $h^i y^{[i]}$ grows
-    like $|h\lambda|^i \delta$ there, and the round-off of these large terms, about
-    $\epsilon$ times their size, reaches the slow components. The highest order used,
-    $m = \max(p, q + 1)$ ($q + 1$ for the error estimate), therefore limits
-    $|h\lambda|$: fine for Van der Pol or a linear system with eigenvalues to $-10^6$,
-    not for Robertson's problem at late times ($|h\lambda|$ of $10^8$ to $10^{12}$),
-    where HO(0, 1) (implicit Euler, $m = 2$) works and higher orders do not yet.
+    **Limitation.** A state carries round-off along the stiff directions, and its
+    Taylor coefficients amplify it: $h^i y^{[i]}$ grows like $|h\lambda|^i$ times it
+    there, the round-off of these large terms reaches the slow components, and the
+    residual becomes a polynomial of degree $i + 1$ in $y_1$ whose Newton basin shrinks
+    as $|h\lambda|$ grows. Both get worse with the highest order used,
+    $m = \max(p + 1, q)$ for $q > p$. HO(0, 1) and HO(1, 2) ($m = 2$) solve Robertson's
+    problem to $t = 10^{11}$ ($|h\lambda|$ up to $10^{13}$); HO(2, 3) and higher do
+    not (their steps collapse after $t \approx 10$); they are fine for Van der Pol or
+    a linear system with eigenvalues to $-10^6$.
 
     **First same as last.** The coefficients at $y_1$ are computed once, for the
     error estimate and dense output, and carried to the next step, rescaled to its
     length, as its $c_i$: each step costs the Newton iterations (one order-$q$
-    expansion each), one Jacobian of the vector field, and one expansion of order
-    $\max(p, q + 1)$.
+    expansion each), one Jacobian of the vector field (more when the iteration
+    stalls), and one expansion of order $m$.
 
     **Dense output.** The Hermite interpolating polynomial of degree $p + q + 1$
     through the data at both ends of the step ([`taylorode.TaylorInterpolation`][]
-    holds its power coefficients).
+    holds its power coefficients). On steps with $|h\lambda| \gg 1$ this data carries
+    the amplified fast-direction content described under "Limitation", and values
+    between the step's ends can be far off along the fast directions (measured on
+    Robertson's problem at late times); there save at step ends
+    (`diffrax.SaveAt(steps=True)` or `t1=True`), which are the solver's own values.
 
     [`taylorode.implicit_stats`][] reports the Newton iterations and Jacobian
     evaluations of a solve. Only `diffrax.ODETerm`s are accepted.
@@ -214,6 +227,24 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
     # -- pieces ---------------------------------------------------------------------
 
+    @property
+    def _companion(self) -> tuple[int, int]:
+        """The (p', q') of the companion relation of the error estimate."""
+        if self.q <= self.p:
+            return self.p, self.q + 1
+        return self.p + 1, self.q
+
+    @property
+    def _start_order(self) -> int:
+        """The highest coefficient carried at a step's start."""
+        return self._companion[0]
+
+    @property
+    def _end_order(self) -> int:
+        """The highest coefficient computed at a step's end."""
+        pc, qc = self._companion
+        return max(pc, qc)
+
     def _expand(self, terms, t, h, y, args, order):
         """Scaled coefficients h^i y^[i] at (t, y), for a step of length h."""
         control = terms.contr(t, t + h)
@@ -224,9 +255,10 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return self.method.expand(rhs, jnp.zeros_like(t), y, args, order)
 
     def _newton_inverse(self, terms, t0, t1, y0, args) -> FactoredPadeInverse:
-        """Q(hJ)^{-1}, factored, with J the vector field's Jacobian at (t1, y0), where
-        the relation is implicit (`hJ` from `vf_prod` with the step's control, so time
-        reversal is included)."""
+        """Q(hJ)^{-1}, factored, with J the vector field's Jacobian at (t1, y0) (`y0`:
+        the point given, in practice the Newton guess or iterate), where the relation
+        is implicit (`hJ` from `vf_prod` with the step's control, so time reversal is
+        included)."""
         flat, unravel = jfu.ravel_pytree(y0)
         control = terms.contr(t0, t1)
 
@@ -253,9 +285,10 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         check_ode_term(terms, "taylorode.HermiteObreschkoff")
         check_controller_precision(y0)
         h = _reference_step(t0, t1)
-        coeffs = tuple(self._expand(terms, t0, h, y0, args, self.p))
+        coeffs = tuple(self._expand(terms, t0, h, y0, args, self._start_order))
         zero = jnp.array(0, jnp.int32)
-        return HermiteObreschkoffState(coeffs, h, zero, zero)
+        increment = jtu.tree_map(jnp.zeros_like, y0)
+        return HermiteObreschkoffState(coeffs, h, increment, zero, zero)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         state = solver_state
@@ -271,23 +304,30 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
             power = power * ratio
             cs.append(jtu.tree_map(lambda c, pk=power: c * pk.astype(c.dtype), ck))
         a, b = _hermite.relation_weights(p, q)
-        rhs = _weighted_sum(b, cs, y0)
+        rhs = _weighted_sum(b, cs[: p + 1], y0)
         fargs = (terms, rhs, t1, h, args)
 
-        # Simplified Newton: the Jacobian hJ of the step's vector field at its start,
-        # and the Newton matrix Q(hJ) applied through its factored inverse.
-        inverse = self._newton_inverse(terms, t0, t1, y0, args)
+        # Starting guess: the last step's increment, rescaled to this step (a secant
+        # predictor; y0 itself at the start and after a jump). Simplified Newton: the
+        # Jacobian hJ of the step's vector field at the guess, and the Newton matrix
+        # Q(hJ) applied through its factored inverse.
+        guess = jtu.tree_map(
+            lambda y, d: y + (ratio * d).astype(y.dtype), y0, state.increment
+        )
+        inverse = self._newton_inverse(terms, t0, t1, guess, args)
         fn = lambda y, fa: (self._residual(y, fa), None)  # noqa: E731
         if isinstance(self.root_finder, PadeChord):
             options = dict(init_state=inverse)
             if self.root_finder.refresh_rate is not None:
-                options["rebuild"] = lambda y: self._newton_inverse(terms, t0, t1, y, args)
+                # A Partial, not a closure: its arrays must be PyTree leaves to pass
+                # through optimistix's implicit differentiation.
+                options["rebuild"] = jtu.Partial(_rebuild_inverse, self, terms, t0, t1, args)
         else:
             options = {}
         sol = optx.root_find(
             fn,
             self.root_finder,
-            y0,
+            guess,
             fargs,
             options=options,
             has_aux=True,
@@ -298,15 +338,16 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         result = RESULTS.promote(sol.result)
 
         # Coefficients at the end: error estimate, dense output, and the next step.
-        ds = self._expand(terms, t1, h, y1, args, max(p, q + 1))
-        # Error estimate: the residual of the next-higher relation HO(p, q+1) at y1,
+        ds = self._expand(terms, t1, h, y1, args, self._end_order)
+        # Error estimate: the residual of the next-higher relation HO(p', q') at y1,
         # through the Newton matrix: to leading order, y1 minus the order-(p+q+1)
         # solution, i.e. this step's own local error.
-        a_hi, b_hi = _hermite.relation_weights(p, q + 1)
+        pc, qc = self._companion
+        a_hi, b_hi = _hermite.relation_weights(pc, qc)
         companion = jtu.tree_map(
             lambda x, r: x - r,
-            _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: q + 2], y0),
-            _weighted_sum(b_hi, cs, y0),
+            _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: qc + 1], y0),
+            _weighted_sum(b_hi, cs[: pc + 1], y0),
         )
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
         finite = jnp.all(
@@ -318,24 +359,31 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
         # Dense output: the Hermite interpolant's power coefficients in s.
         W = _hermite.hermite_matrix(p, q)
-        data = cs + ds[: q + 1]
+        data = cs[: p + 1] + ds[: q + 1]
         dense = [_weighted_sum(W[j], data, y0) for j in range(p + q + 2)]
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
         new_state = HermiteObreschkoffState(
-            coeffs=tuple(ds[: p + 1]),
+            coeffs=tuple(ds[: self._start_order + 1]),
             h_ref=_reference_step(t0, t1),
+            increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
             newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
             jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
         )
         return y1, y_error, dict(coeffs=stack(dense)), new_state, result
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
-        return refresh_after_jump(
-            state, t0, h, made_jump, lambda h_ref: self._expand(terms, t0, h_ref, y0, args, self.p)
+        state = refresh_after_jump(
+            state, t0, h, made_jump, lambda h_ref: self._expand(terms, t0, h_ref, y0, args, self._start_order)
         )
+        increment = jtu.tree_map(lambda d: jnp.where(made_jump, jnp.zeros_like(d), d), state.increment)
+        return eqx.tree_at(lambda s: s.increment, state, increment)
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
+
+
+def _rebuild_inverse(solver, terms, t0, t1, args, y):
+    return solver._newton_inverse(terms, t0, t1, y, args)
 
 
 def _filter_stop_gradient(tree):
