@@ -4,6 +4,7 @@ p + q, stiff problems against independent references, and jit/vmap/grad."""
 import math
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,9 +156,33 @@ def _robertson(t, y, args):
     ])
 
 
+def _robertson_np(t, y):
+    """`_robertson` in NumPy, with its Jacobian, for fast scipy references."""
+    return np.array([
+        -0.04 * y[0] + 1e4 * y[1] * y[2],
+        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+        3e7 * y[1] ** 2,
+    ])
+
+
+def _robertson_jac(t, y):
+    return np.array([
+        [-0.04, 1e4 * y[2], 1e4 * y[1]],
+        [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+        [0.0, 6e7 * y[1], 0.0],
+    ])
+
+
 def _radau(y0, t0, t1):
-    f = lambda t, y: np.asarray(_robertson(t, jnp.asarray(y), None))  # noqa: E731
-    return solve_ivp(f, (t0, t1), y0, method="Radau", rtol=1e-13, atol=1e-22).y[:, -1]
+    return solve_ivp(
+        _robertson_np, (t0, t1), y0, method="Radau", rtol=1e-13, atol=1e-22, jac=_robertson_jac
+    ).y[:, -1]
+
+
+def test_numpy_robertson_matches():
+    y = np.array([0.7, 2e-5, 0.3])
+    np.testing.assert_allclose(_robertson_np(0.0, y), np.asarray(_robertson(0.0, jnp.asarray(y), None)), rtol=1e-14)
+    np.testing.assert_allclose(_robertson_jac(0.0, y), np.asarray(jax.jacfwd(lambda z: _robertson(0.0, z, None))(jnp.asarray(y))), rtol=1e-14)
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +192,16 @@ def robertson_state():
     return t0, _radau([1.0, 0.0, 0.0], 0.0, t0)
 
 
-def _one_step(solver, t0, y0, h):
+@eqx.filter_jit
+def _jit_step(solver, t0, y0, h):
     term = diffrax.ODETerm(_robertson)
-    y0 = jnp.asarray(y0)
     state = solver.init(term, t0, t0 + h, y0, None)
     y1, y_error, _, new_state, result = solver.step(term, t0, t0 + h, y0, None, state, False)
+    return y1, y_error, new_state, result
+
+
+def _one_step(solver, t0, y0, h):
+    y1, y_error, new_state, result = _jit_step(solver, jnp.asarray(t0), jnp.asarray(y0), jnp.asarray(h))
     return np.asarray(y1), np.asarray(y_error), new_state, result
 
 
@@ -210,6 +240,45 @@ def test_newton_refresh_converges_where_the_chord_diverges(robertson_state):
     assert np.max(np.abs(y1 - np.asarray(y)) / scale) < 1e-3
 
 
+@pytest.mark.parametrize("t0", [1e3, 1e7])
+@pytest.mark.parametrize("ratio", [1e-2, 1e-1])
+def test_error_estimate_on_stiff_steps(t0, ratio):
+    """One HO(1, 2) step on Robertson's problem from an accurate state, h |lambda| from
+    1e5 to 1e10: the error estimate (companion HO(2, 2), orders <= 2) matches the true
+    local error against scipy Radau within a factor 1.5, componentwise where it
+    matters. (The old HO(1, 3) companion needed order 3 and was off there.)"""
+    y0 = _radau([1.0, 0.0, 0.0], 0.0, t0)
+    h = ratio * t0
+    solver = taylorode.HermiteObreschkoff(1, 2, root_finder=taylorode.PadeChord(rtol=1e-6, atol=1e-12))
+    y1, y_error, _, result = _one_step(solver, t0, y0, h)
+    assert result == diffrax.RESULTS.successful
+    exact = _radau(y0, t0, t0 + h)
+    scale = 1e-12 + 1e-6 * np.abs(exact)
+    true, est = np.abs(y1 - exact) / scale, np.abs(y_error) / scale
+    assert 1 / 1.5 < est.max() / true.max() < 1.5
+    big = true > 0.1 * true.max()
+    np.testing.assert_allclose(est[big], true[big], rtol=0.5)
+
+
+def test_newton_does_not_stop_on_its_first_rate(robertson_state):
+    """Robertson at t = 1e4, h = 0.01 t: the first two chord updates shrink by ~1e-3, so
+    a convergence test on that first rate stopped at an iterate 5 tolerances off the
+    solution. PadeChord now judges from the third update on: the step's value is
+    within a small fraction of the tolerance of a tightly converged one."""
+    t0, y0 = robertson_state
+    h = 0.01 * t0
+
+    def solve(kappa):
+        finder = taylorode.PadeChord(rtol=1e-6, atol=1e-12, kappa=kappa)
+        return _one_step(taylorode.HermiteObreschkoff(1, 2, root_finder=finder, root_find_max_steps=30), t0, y0, h)
+
+    y1, _, _, result = solve(1e-2)
+    y_tight, _, _, result_tight = solve(1e-10)
+    assert result == result_tight == diffrax.RESULTS.successful
+    scale = 1e-12 + 1e-6 * np.abs(y_tight)
+    assert np.max(np.abs(y1 - y_tight) / scale) < 0.1
+
+
 def test_robertson():
     """Robertson's problem to t = 1e11 (|h lambda| up to ~1e13) with HO(1, 2) at rtol
     1e-8: against scipy Radau at rtol 1e-12, mass conserved, and a few thousand steps
@@ -217,8 +286,8 @@ def test_robertson():
     rob = _robertson
 
     ref = solve_ivp(
-        lambda t, y: np.asarray(rob(t, jnp.asarray(y), None)), (0, 1e11), [1.0, 0.0, 0.0],
-        method="Radau", rtol=1e-12, atol=1e-20,
+        _robertson_np, (0, 1e11), [1.0, 0.0, 0.0], method="Radau", rtol=1e-12, atol=1e-20,
+        jac=_robertson_jac,
     ).y[:, -1]
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(rob), taylorode.HermiteObreschkoff(1, 2), 0.0, 1e11, 1e-6,
