@@ -132,8 +132,8 @@ class PadeChord(optx.AbstractRootFinder):
     t = 1e4, h|λ| ~ 1e7, with HO(1, 2)). With `refresh_rate` set (the default, 0.5),
     an update that shrinks by less than that factor from the previous one is thrown
     away (unless it is already below `kappa`), the Newton matrix is rebuilt from the
-    Jacobian at the current iterate (a real
-    conditional, uniform over a vmapped batch), and the update is redone with it. The
+    Jacobian at the current iterate (a real conditional, uniform over a vmapped batch),
+    and the update is redone with it. The
     rate across a rebuild compares updates made with two different matrices, so it is
     used neither for convergence nor for divergence. Rebuilds are counted in
     [`taylorode.implicit_stats`][]'s Jacobian evaluations. On Robertson's problem to

@@ -31,8 +31,9 @@ from .taylor import _reference_step, refresh_after_jump
 class HermiteObreschkoffState(eqx.Module):
     """What [`taylorode.HermiteObreschkoff`][] carries between steps.
 
-    - `coeffs`: the scaled Taylor coefficients $c_0, \\ldots, c_p$ at the current point,
-        scaled by `h_ref` (a tuple of PyTrees shaped like the state).
+    - `coeffs`: the scaled Taylor coefficients $c_0, \\ldots, c_{p'}$ at the current
+        point, scaled by `h_ref` (a tuple of PyTrees shaped like the state); $p' = p + 1$
+        for $q > p$ (the error estimate's companion HO(p+1, q) uses one more), else $p$.
     - `h_ref`: the step length they are scaled by (the last step's).
     - `increment`: $y_1 - y_0$ of the last step (zero at the start and after a jump),
         for the Newton iteration's starting guess.
