@@ -106,7 +106,7 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     there, the round-off of these large terms reaches the slow components, and the
     residual becomes a polynomial of degree $i + 1$ in $y_1$ whose Newton basin shrinks
     as $|h\lambda|$ grows. Both get worse with the highest order used,
-    $m = \max(p + 1, q)$ for $q > p$. HO(0, 1) and HO(1, 2) ($m = 2$) solve Robertson's
+    $m = \max(p + 1, q)$ for $q > p$. HO(0, 1) and HO(1, 2) ($m \le 2$) solve Robertson's
     problem to $t = 10^{11}$ ($|h\lambda|$ up to $10^{13}$); HO(2, 3) and higher do
     not (their steps collapse after $t \approx 10$); they are fine for Van der Pol or
     a linear system with eigenvalues to $-10^6$.
