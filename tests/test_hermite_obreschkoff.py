@@ -260,12 +260,13 @@ def test_error_estimate_on_stiff_steps(t0, ratio):
     np.testing.assert_allclose(est[big], true[big], rtol=0.5)
 
 
-def test_newton_does_not_stop_on_its_first_rate(robertson_state):
-    """Robertson at t = 1e4, h = 0.01 t: the first two chord updates shrink by ~1e-3, so
+def test_newton_does_not_stop_on_its_first_rate():
+    """Robertson at t = 1e3, h = 0.01 t: the first two chord updates shrink by ~1e-3, so
     a convergence test on that first rate stopped at an iterate 5 tolerances off the
     solution. PadeChord now judges from the third update on: the step's value is
     within a small fraction of the tolerance of a tightly converged one."""
-    t0, y0 = robertson_state
+    t0 = 1e3
+    y0 = _radau([1.0, 0.0, 0.0], 0.0, t0)
     h = 0.01 * t0
 
     def solve(kappa):
