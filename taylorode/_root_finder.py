@@ -133,9 +133,9 @@ class PadeChord(optx.AbstractRootFinder):
     an update that shrinks by less than that factor from the previous one is thrown
     away (unless it is already below `kappa`), the Newton matrix is rebuilt from the
     Jacobian at the current iterate (a real conditional, uniform over a vmapped batch),
-    and the update is redone with it. The
-    rate across a rebuild compares updates made with two different matrices, so it is
-    used neither for convergence nor for divergence. Rebuilds are counted in
+    and the update is redone with it. The rate across a rebuild compares updates made
+    with two different matrices, so it is used neither for convergence nor for
+    divergence. Rebuilds are counted in
     [`taylorode.implicit_stats`][]'s Jacobian evaluations. On Robertson's problem to
     t = 1e11, HO(1, 2) needs it (without it, about 10x the steps, half of them
     rejected); on Van der Pol (mu = 1e3), where it rarely fires, the conditional costs
