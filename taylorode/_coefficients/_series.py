@@ -15,6 +15,7 @@ derivative is known in terms of other series) we use
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 from jaxtyping import Array
 
@@ -41,13 +42,46 @@ UNSTACKED_TERMS = 3
 UNSTACKED_SIZE = 4
 
 
+def _same(x, y) -> bool:
+    return (
+        isinstance(x, jax.Array)
+        and isinstance(y, jax.Array)
+        and x.shape == y.shape
+        and x.dtype == y.dtype
+    )
+
+
+def _mul(x, y):
+    """`x * y`, as a bare `lax.mul` where no broadcasting or promotion is needed:
+    `jnp`'s operators are jitted functions, and their per-call tracing overhead is a
+    large part of the time it takes to trace a high-order expansion."""
+    return lax.mul(x, y) if _same(x, y) else x * y
+
+
+def _add(x, y):
+    """`x + y`, as `lax.add` where it can be (see `_mul`)."""
+    return lax.add(x, y) if _same(x, y) else x + y
+
+
 def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
     """sum_i w_i x_i y_i."""
     size = max(max(jnp.size(x) for x in xs), max(jnp.size(y) for y in ys))
     if len(xs) <= UNSTACKED_TERMS or size <= UNSTACKED_SIZE:
         ws = [1] * len(xs) if weights is None else weights
-        terms = [x * y if w == 1 else w * x * y for x, y, w in zip(xs, ys, ws)]
-        return sum(terms[1:], terms[0])
+        terms = []
+        for x, y, w in zip(xs, ys, ws):
+            term = _mul(x, y)
+            if w != 1:
+                plain = isinstance(w, (int, float)) and isinstance(term, jax.Array)
+                if plain and jnp.issubdtype(term.dtype, jnp.floating):
+                    term = lax.mul(term, np.asarray(w, term.dtype))
+                else:
+                    term = w * term
+            terms.append(term)
+        out = terms[0]
+        for term in terms[1:]:
+            out = _add(out, term)
+        return out
     ndim = max(max(jnp.ndim(x) for x in xs), max(jnp.ndim(y) for y in ys))
     prod = _stack(xs, ndim) * _stack(ys, ndim)
     if weights is not None:
