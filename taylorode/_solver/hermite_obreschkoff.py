@@ -101,15 +101,21 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     HO(p, q+1). The multiplication filters stiff components, as in Radau5's estimate
     (Hairer & Wanner II, IV.8). Works with `diffrax.PIDController`.
 
-    **Limitation.** A state carries round-off along the stiff directions, and its
-    Taylor coefficients amplify it: $h^i y^{[i]}$ grows like $|h\lambda|^i$ times it
-    there, the round-off of these large terms reaches the slow components, and the
-    residual becomes a polynomial of degree $i + 1$ in $y_1$ whose Newton basin shrinks
-    as $|h\lambda|$ grows. Both get worse with the highest order used,
-    $m = \max(p + 1, q)$ for $q > p$. HO(0, 1) and HO(1, 2) ($m \le 2$) solve Robertson's
-    problem to $t = 10^{11}$ ($|h\lambda|$ up to ~$10^{14}$: steps of ~$0.07\,t$ at $t \approx 10^{11}$, $|\lambda| \approx 10^4$); HO(2, 3) and higher do
-    not (their steps collapse after $t \approx 10$); they are fine for Van der Pol or
-    a linear system with eigenvalues to $-10^6$.
+    **Limitation.** Along the stiff directions the coefficients $h^i y^{[i]}$ grow like
+    $|h\lambda|^i$ times the state's deviation there, and the residual's Jacobian
+    carries terms (derivatives of $J$ times these coefficients) that $Q(hJ)$ leaves
+    out: the larger $|h\lambda|$ and the highest order used, $m = \max(p + 1, q)$ for
+    $q > p$, the worse the Newton matrix fits and the sooner the iteration diverges.
+    (Measured on Robertson's problem with HO(2, 3): the filtered residual at the exact
+    solution is still accurate to 0.07 tolerances at $t = 10^7$, $h = 0.1\,t$, but
+    $Q(hJ)^{-1}$ times the residual's exact Jacobian has condition numbers of
+    $10^{14}$–$10^{22}$ from $t = 10^5$ on: chord, refreshed, damped and
+    preconditioned exact Newton iterations all failed there for $h \ge 0.05\,t$.)
+    HO(0, 1) and HO(1, 2) ($m \le 2$) solve Robertson's problem to $t = 10^{11}$
+    ($|h\lambda|$ up to ~$10^{14}$: steps of ~$0.07\,t$ at $t \approx 10^{11}$,
+    $|\lambda| \approx 10^4$);
+    HO(2, 3) and higher do not (their steps collapse after $t \approx 10$); they are
+    fine for Van der Pol or a linear system with eigenvalues to $-10^6$.
 
     **First same as last.** The coefficients at $y_1$ are computed once, for the
     error estimate and dense output, and carried to the next step, rescaled to its
