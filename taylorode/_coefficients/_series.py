@@ -15,8 +15,8 @@ derivative is known in terms of other series) we use
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
 from jaxtyping import Array
 
 
