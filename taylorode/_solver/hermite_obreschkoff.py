@@ -393,11 +393,6 @@ def _rebuild_inverse(solver, terms, t0, t1, args, y):
     return solver._newton_inverse(terms, t0, t1, y, args)
 
 
-def _filter_stop_gradient(tree):
-    dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
-    return eqx.combine(lax.stop_gradient(dynamic), static)
-
-
 def implicit_stats(solution) -> dict[str, Any]:
     """Newton iterations and Jacobian evaluations of a
     [`taylorode.HermiteObreschkoff`][] solve.
