@@ -48,6 +48,56 @@ def pade_partial_fractions(Q) -> tuple[tuple[complex, complex], ...]:
     return tuple(pairs)
 
 
+class RationalFilters(eqx.Module):
+    """Rational functions `F_i = N_i / Q^k` (i = 0 .. m-1) of a Newton matrix's `hJ`,
+    in a form that applies them all at once, stably, through the factorisations of
+    `hJ - r I` over the roots r of `Q`:
+
+        F_i(z) = C_i prod_l (alpha_il + beta_il / (z - rho_l))
+
+    over one sequence of poles `rho_l` (the roots of Q and their conjugates, each k
+    times). A factor is `1 / (z - rho)` (alpha = 0, beta = 1) or `(z - n) / (z - rho)
+    = 1 + (rho - n) / (z - rho)` for a root n of N_i. Applied to a matrix, each factor
+    is well conditioned, and `1 / (z - rho)`'s decay at infinity is kept exactly, where
+    partial fractions would lose it to cancellation. Built with `RationalFilters.make`.
+    """
+
+    poles: tuple[tuple[int, bool], ...] = eqx.field(static=True)
+    alpha: tuple[tuple[complex, ...], ...] = eqx.field(static=True)
+    beta: tuple[tuple[complex, ...], ...] = eqx.field(static=True)
+    scale: tuple[complex, ...] = eqx.field(static=True)
+
+    @classmethod
+    def make(cls, Ns, Q, k: int) -> "RationalFilters":
+        """From the numerators `Ns` (power-series coefficients, ascending, each of
+        degree at most k deg Q), the denominator's `Q` and its power `k`. A pole is
+        `(j, conj)`: the j-th root of `pade_partial_fractions(Q)`, or its conjugate."""
+        qc = np.array([float(c) for c in Q], dtype=np.float64)
+        roots = [r for r, _ in pade_partial_fractions(Q)]
+        poles = []
+        for _ in range(k):
+            for j, r in enumerate(roots):
+                poles.append((j, False))
+                if r.imag != 0.0:
+                    poles.append((j, True))
+        values = [roots[j].conjugate() if conj else roots[j] for j, conj in poles]
+        alpha, beta, scale = [], [], []
+        for N in Ns:
+            n = np.array([float(c) for c in N], dtype=np.float64)
+            num_roots = [complex(x) for x in np.roots(n[::-1])] if len(n) > 1 else []
+            if len(num_roots) > len(poles):
+                raise ValueError("RationalFilters needs deg N <= k deg Q.")
+            # Pure poles first (they shrink the stiff components before anything else),
+            # then one pole per root of N.
+            pure = len(poles) - len(num_roots)
+            a = [0j] * pure + [1 + 0j] * len(num_roots)
+            b = [1 + 0j] * pure + [values[pure + i] - nr for i, nr in enumerate(num_roots)]
+            alpha.append(tuple(a))
+            beta.append(tuple(b))
+            scale.append(complex(n[-1] / qc[-1] ** k))
+        return cls(tuple(poles), tuple(alpha), tuple(beta), tuple(scale))
+
+
 class FactoredPadeInverse(eqx.Module):
     """`b -> Q(hJ)^{-1} b` for a flat vector `b`, from the factorisations of
     `hJ - r_k I`."""
@@ -93,6 +143,28 @@ class FactoredPadeInverse(eqx.Module):
         flat, unravel = jfu.ravel_pytree(tree)
         out, result = self(flat)
         return unravel(out), result
+
+    def apply_filters(self, B: Array, filters: RationalFilters) -> Array:
+        """`F_i(hJ) B[i]` for every row of the real `B` (shape `(m, n)`), with
+        `F_i = filters`' i-th function: one multi-right-hand-side solve per pole."""
+        ctype = jnp.complex128 if B.dtype == jnp.float64 else jnp.complex64
+        alpha = np.array(filters.alpha).T[:, :, None]  # (poles, m, 1)
+        beta = np.array(filters.beta).T[:, :, None]
+        w = B.astype(ctype)
+        for (j, conj), a, b in zip(filters.poles, alpha, beta):
+            op, state = self.operators[j], self.states[j]
+            solve = jax.vmap(
+                lambda v, op=op, state=state: lx.linear_solve(op, v, lx.LU(), state=state, throw=False).value
+            )
+            if self.real[j]:
+                x = lax.complex(solve(jnp.real(w)), solve(jnp.imag(w)))
+            elif conj:
+                x = jnp.conj(solve(jnp.conj(w)))
+            else:
+                x = solve(w)
+            w = jnp.asarray(a, ctype) * w + jnp.asarray(b, ctype) * x
+        scale = np.array(filters.scale)[:, None]
+        return jnp.real(jnp.asarray(scale, ctype) * w).astype(B.dtype)
 
 
 class _PadeChordState(eqx.Module):

@@ -69,19 +69,25 @@ def test_step_is_the_stability_function(p, q):
 
 @pytest.mark.parametrize("p,q", [(0, 1), (1, 1), (1, 2), (2, 3)])
 def test_convergence_order(p, q):
+    """Order p + q at the end, and between steps (t = 0.7 is no step end for 8, 16 or
+    32 steps): the dense output's filters keep its order on a non-stiff problem."""
     f = lambda t, y, a: jnp.cos(t) * y  # noqa: E731  y = exp(sin t)
+    ts = jnp.array([0.7, 2.0])
 
     @jax.jit
     def solve(dt):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(f), tight(p, q), 0.0, 2.0, dt, jnp.array([1.0]),
             stepsize_controller=diffrax.ConstantStepSize(), max_steps=64,
+            saveat=diffrax.SaveAt(ts=ts),
         )
-        return sol.ys[-1, 0]
+        return sol.ys[:, 0]
 
-    errs = [abs(float(solve(2.0 / n)) - math.exp(math.sin(2.0))) for n in (8, 16, 32)]
-    orders = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
-    assert p + q - 0.3 < orders[-1] < p + q + 0.8, orders
+    exact = np.exp(np.sin(np.asarray(ts)))
+    errs = np.array([np.abs(np.asarray(solve(2.0 / n)) - exact) for n in (8, 16, 32)])
+    orders = np.log2(errs[:-1] / errs[1:])
+    assert p + q - 0.3 < orders[-1, 1] < p + q + 0.8, orders
+    assert p + q - 0.3 < orders[-1, 0], orders
 
 
 def test_error_estimate_is_the_local_error():
@@ -286,19 +292,24 @@ def test_robertson():
     (before issue 5's fixes it hit any max_steps)."""
     rob = _robertson
 
-    ref = solve_ivp(
+    # Step ends at t1, and dense output between steps of |h lambda| up to ~1e13.
+    ts = np.array([1e-3, 1.0, 1e3, 1e5, 1e7, 1e9, 1e11])
+    refs = solve_ivp(
         _robertson_np, (0, 1e11), [1.0, 0.0, 0.0], method="Radau", rtol=1e-12, atol=1e-20,
-        jac=_robertson_jac,
-    ).y[:, -1]
+        jac=_robertson_jac, t_eval=ts,
+    ).y.T
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(rob), taylorode.HermiteObreschkoff(1, 2), 0.0, 1e11, 1e-6,
         jnp.array([1.0, 0.0, 0.0]),
         stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-14), max_steps=3000,
+        saveat=diffrax.SaveAt(ts=jnp.asarray(ts)),
     )
-    y = np.asarray(sol.ys[-1])
+    y, ref = np.asarray(sol.ys[-1]), refs[-1]
     assert np.max(np.abs(y - ref) / (1 + np.abs(ref))) < 1e-6
-    # The relative error of every component, y2 ~ 1e-13 included.
+    # The relative error of every component, y2 ~ 1e-13 included, at t1 and between
+    # steps (unfiltered, the Hermite interpolant's relative errors there were 1e3-1e8).
     assert np.max(np.abs(y - ref) / np.abs(ref)) < 1e-4
+    assert np.max(np.abs(np.asarray(sol.ys) - refs) / np.abs(refs)) < 1e-4
     assert abs(y.sum() - 1) < 1e-10
     assert int(sol.stats["num_rejected_steps"]) < 0.1 * int(sol.stats["num_accepted_steps"])
 
@@ -314,8 +325,10 @@ def test_vmap_and_grad_against_finite_differences():
             diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], mu * ((1 - y[0] ** 2) * y[1] - y[0])])),
             taylorode.HermiteObreschkoff(1, 2), 0.0, 0.5, 1e-3, y0,
             stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9), max_steps=4000,
+            saveat=diffrax.SaveAt(ts=jnp.array([0.31, 0.5])),
         )
-        return sol.ys[-1]
+        # The end, and a point between steps (through the filtered dense output).
+        return sol.ys[0] + sol.ys[1]
 
     y0s = jnp.array([[2.0, 0.0], [1.5, 0.3], [-1.0, 0.5]])
     batched = jax.jit(jax.vmap(solve))(y0s)
@@ -350,6 +363,36 @@ def test_pytree_float32_and_dense_output():
     c1 = 1 - c2
     exact = c1 * np.exp(r1 * np.asarray(ts, np.float64)) + c2 * np.exp(r2 * np.asarray(ts, np.float64))
     np.testing.assert_allclose(np.asarray(sol.ys["x"], np.float64), exact, atol=1e-4)
+
+
+@pytest.mark.parametrize("p,q", [(0, 1), (1, 1), (1, 2), (2, 3), (3, 4), (2, 2)])
+def test_dense_filters_at_stiff_eigenvalues(p, q):
+    """The dense-output filters F_i = N_i / Q^k, applied factor by factor through the
+    Newton matrix's factorisations, equal the rational functions evaluated exactly,
+    from z = 0.3 to z = -1e10, where F_i(z) z^i must stay bounded (partial fractions
+    lose that decay to cancellation)."""
+    from fractions import Fraction
+
+    from taylorode._root_finder import (
+        FactoredPadeInverse,
+        RationalFilters,
+        pade_partial_fractions,
+    )
+    from taylorode._solver import _hermite
+
+    k, N = _hermite.dense_filters(p, q)
+    _, Q = _hermite.pade_polynomials(p, q)
+    zs = [0.3, -2.0, -50.0, -1e4, -1e10]
+    inverse = FactoredPadeInverse.build(jnp.diag(jnp.array(zs)), pade_partial_fractions(Q))
+    filters = RationalFilters.make(N[1:], Q, k)
+    out = np.asarray(inverse.apply_filters(jnp.ones((len(N) - 1, len(zs))), filters))
+    for i in range(1, len(N)):
+        for z, value in zip(zs, out[i - 1]):
+            zf = Fraction(z)
+            exact = float(sum(c * zf**j for j, c in enumerate(N[i])) / sum(c * zf**j for j, c in enumerate(Q)) ** k)
+            assert value == pytest.approx(exact, rel=1e-12)
+        # F_i(z) z^i tends to the ratio of leading coefficients (up to 31440, HO(3, 4)).
+        assert abs(out[i - 1, -1] * zs[-1] ** i) < 1e5
 
 
 def test_dense_output_is_hermite_interpolant():

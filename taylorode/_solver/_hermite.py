@@ -15,6 +15,11 @@ Everything here is exact rational arithmetic on Python `Fraction`s, done once pe
 - The Hermite interpolant through both ends' data, for dense output: the polynomial
   of degree p + q + 1 in s in [0, 1] whose first p + 1 scaled Taylor coefficients at
   s = 0 are the c_i and first q + 1 at s = 1 are the d_i.
+- The filters that keep that interpolant bounded on stiff steps: the data c_i, d_i
+  (i >= 1) enter it as F_i(hJ) c_i, F_i(hJ) d_i, with F_i(z) = N_i(z) / Q(z)^k a
+  rational function equal to 1 + O(z^(p+q+2-i)) at 0 (so the interpolant keeps its
+  order on non-stiff components) and O(z^-i) at infinity (so a stiff component's
+  data, of size |hλ|^i times the state's, is brought back to the state's size).
 """
 
 import functools
@@ -74,6 +79,26 @@ def _inverse(rows: list[list[Fraction]]) -> tuple[tuple[Fraction, ...], ...]:
     return tuple(tuple(r[m:]) for r in aug)
 
 
+@functools.cache
+def dense_filters(p: int, q: int) -> tuple[int, tuple[tuple[Fraction, ...], ...]]:
+    """`(k, N)`: the dense-output filters F_i = N[i] / Q^k for the data of order
+    i = 0 .. max(p, q) (N[0] = Q^k, so F_0 = 1). k is the least power with
+    deg(Q^k) = qk >= p + q + 1, so that N[i], Q^k truncated below degree p + q + 2 - i,
+    makes F_i = 1 + O(z^(p+q+2-i)) at 0 and F_i = O(z^-i) at infinity."""
+    _, Q = pade_polynomials(p, q)
+    k = -(-(p + q + 1) // q)
+    Qk = (Fraction(1),)
+    for _ in range(k):
+        Qk = tuple(
+            sum(Qk[a] * Q[j - a] for a in range(len(Qk)) if 0 <= j - a < len(Q))
+            for j in range(len(Qk) + len(Q) - 1)
+        )
+    filters = [Qk]
+    for i in range(1, max(p, q) + 1):
+        filters.append(Qk[: p + q + 2 - i])
+    return k, tuple(filters)
+
+
 def is_a_stable(p: int, q: int) -> bool:
     """(p, q) Padé approximants of e^z are A-stable iff p <= q <= p + 2 (Ehle 1969)."""
     return p <= q <= p + 2
@@ -105,3 +130,9 @@ def validate(p: int, q: int) -> None:
         e = [sum(W[r][k] * data[k] for k in range(m)) for r in range(m)]
         if e != [Fraction(int(r == j)) for r in range(m)]:
             raise AssertionError(f"HO({p}, {q}) Hermite matrix is wrong")
+    k, N = dense_filters(p, q)
+    Qk = N[0]
+    for i, Ni in enumerate(N[1:], start=1):
+        # F_i = N_i / Q^k: 1 + O(z^(p+q+2-i)) at 0, O(z^-i) at infinity.
+        if any(Ni[j] != Qk[j] for j in range(p + q + 2 - i)) or len(Ni) - 1 > len(Qk) - 1 - i:
+            raise AssertionError(f"HO({p}, {q}) dense-output filter {i} is wrong")
