@@ -15,6 +15,9 @@ and tolerances 1e-4 ... 1e-10 (rtol = tol, atol = tol except Robertson), the sol
 - `HO(p,q)+PID`: `taylorode.HermiteObreschkoff(p, q)` with `diffrax.PIDController`,
   for each pair given by `--ho` (default 2,3 and 3,4). Skipped, with a note, where
   this checkout of taylorode has no `HermiteObreschkoff`.
+- `XHO(p,q)+PID`: `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` (HO(p, q) with
+  Richardson extrapolation, order p + q + 1) with `diffrax.PIDController`, for each
+  pair given by `--xho` (default 1,2 and 2,3); skipped where absent.
 
 Per run: accepted/rejected steps, Newton iterations and Jacobian evaluations
 (`taylorode.implicit_stats` for HO; scipy's nfev/njev/nlu), the error at t1 against
@@ -29,7 +32,7 @@ bench_control's; `run_diffrax` is bench_control's with a per-problem dt0 (see
     python benchmarks/bench_stiff.py                      # full run
     python benchmarks/bench_stiff.py --quick              # smoke run
     python benchmarks/bench_stiff.py --problems robertson --tols 1e-6 1e-8 \\
-        --solvers Kvaerno5+PID HO --ho 2,3 4,5
+        --solvers Kvaerno5+PID HO XHO --ho 2,3 4,5 --xho 1,2
     python benchmarks/bench_stiff.py --check-references   # references and Jacobians
 """
 
@@ -60,6 +63,7 @@ ALL_TOLS = (1e-4, 1e-6, 1e-8, 1e-10)
 QUICK_TOLS = (1e-4, 1e-8)
 QUICK_PROBLEMS = ("robertson", "vdp1e3")
 DEFAULT_HO = ((2, 3), (3, 4))
+DEFAULT_XHO = ((1, 2), (2, 3))
 MAX_STEPS = 200_000
 # Issue 5: "At equal achieved error, HO solvers beat diffrax Kvaerno5's run time on
 # Robertson and Van der Pol mu = 1000 and take fewer steps."
@@ -75,6 +79,7 @@ TARGET_ERRORS = (1e-4, 1e-6, 1e-8)
 DIFFRAX_DT0 = {"vdp1e6": 1e-6}
 
 HAVE_HO = hasattr(taylorode, "HermiteObreschkoff")
+HAVE_XHO = hasattr(taylorode, "ExtrapolatedHermiteObreschkoff")
 HAVE_IMPLICIT_STATS = hasattr(taylorode, "implicit_stats")
 
 
@@ -231,13 +236,18 @@ def scipy_bdf(problem, tol):
     return run_scipy(problem, tol, "BDF", "1-5")
 
 
-def ho_name(p, q):
-    return f"HO({p},{q})+PID"
+def ho_name(p, q, extrapolated=False):
+    return f"{'X' if extrapolated else ''}HO({p},{q})+PID"
 
 
-def ho_config(p, q):
-    """`taylorode.HermiteObreschkoff(p, q)` (order p + q) with diffrax's
+def ho_config(p, q, extrapolated=False):
+    """`taylorode.HermiteObreschkoff(p, q)` (order p + q), or with `extrapolated`
+    `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` (order p + q + 1), with diffrax's
     PIDController, recording `taylorode.implicit_stats` where it exists."""
+    if extrapolated:
+        solver, order = taylorode.ExtrapolatedHermiteObreschkoff(p, q), p + q + 1
+    else:
+        solver, order = taylorode.HermiteObreschkoff(p, q), p + q
 
     def run(problem, tol):
         def outputs(sol):
@@ -249,9 +259,9 @@ def ho_config(p, q):
         r = run_diffrax(
             problem,
             tol,
-            taylorode.HermiteObreschkoff(p, q),
+            solver,
             diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
-            order=p + q,
+            order=order,
             saveat=diffrax.SaveAt(t1=True, solver_state=True),
             outputs=outputs,
         )
@@ -264,11 +274,11 @@ def ho_config(p, q):
             jac_evals=implicit.get("jacobian_evaluations"),
         )
 
-    return bc.SolverConfig(ho_name(p, q), run)
+    return bc.SolverConfig(ho_name(p, q, extrapolated), run)
 
 
 def is_ho(name):
-    return name.startswith("HO(")
+    return name.startswith(("HO(", "XHO("))
 
 
 def run_ms(r):
@@ -314,7 +324,10 @@ def header(cli, problems, tols, solvers, skipped):
         f"`max_steps={MAX_STEPS}`, whole solve under `jax.jit`; Kvaerno5 with its "
         "default root finder (VeryChord, the controller's tolerances, at most 10 "
         "iterations). `HO(p,q)+PID`: `taylorode.HermiteObreschkoff(p, q)` (order "
-        "p + q), `SaveAt(t1=True, solver_state=True)`. scipy: `solve_ivp(method=...)` "
+        "p + q), `XHO(p,q)+PID`: `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` "
+        "(HO(p, q) steps of h and twice h/2, Richardson-extrapolated: order "
+        "p + q + 1; each step is three HO solves), both with "
+        "`SaveAt(t1=True, solver_state=True)`. scipy: `solve_ivp(method=...)` "
         "with the analytic Jacobian (sparse for the Brusselator).",
         "- **steps (acc/rej)**: diffrax's counts; scipy: len(sol.t) - 1 accepted, "
         "rejections not reported. **Newton**: Newton iterations (HO: "
@@ -332,7 +345,7 @@ def header(cli, problems, tols, solvers, skipped):
         "- **Done when** (issue 5): at equal achieved error, HO solvers beat diffrax "
         "Kvaerno5's run time on Robertson and Van der Pol mu = 1000 and take fewer "
         f"steps; checked at errors {', '.join(f'{e:.0e}' for e in cli.target_errors)} "
-        "against the best HO (least run time) by run time and accepted steps, each "
+        "against the best HO or XHO (least run time) by run time and accepted steps, each "
         "interpolated log-log in the error between the two tols that bracket it. "
         "The verdict uses accepted steps; **steps tried** (accepted + rejected, "
         "diffrax's `num_steps`) is shown beside it, since every rejected step costs "
@@ -585,9 +598,10 @@ def main():
     parser.add_argument(
         "--solvers",
         nargs="+",
-        choices=base_names + ["HO"],
+        choices=base_names + ["HO", "XHO"],
         metavar="NAME",
-        help=f"default: all of {base_names + ['HO']} ('HO': the --ho pairs)",
+        help=f"default: all of {base_names + ['HO', 'XHO']} ('HO', 'XHO': the --ho, "
+        "--xho pairs)",
     )
     parser.add_argument(
         "--ho",
@@ -597,6 +611,15 @@ def main():
         metavar="P,Q",
         help="the HermiteObreschkoff(p, q) pairs to run (default: "
         + " ".join(f"{p},{q}" for p, q in DEFAULT_HO) + "; none if given empty)",
+    )
+    parser.add_argument(
+        "--xho",
+        type=parse_pair,
+        nargs="*",
+        default=list(DEFAULT_XHO),
+        metavar="P,Q",
+        help="the ExtrapolatedHermiteObreschkoff(p, q) pairs to run (default: "
+        + " ".join(f"{p},{q}" for p, q in DEFAULT_XHO) + "; none if given empty)",
     )
     parser.add_argument(
         "--target-errors",
@@ -660,6 +683,15 @@ def main():
                 + ": `taylorode.HermiteObreschkoff` absent in this checkout"
             )
             print(f"Skipping {skipped}", file=sys.stderr)
+
+    if wanted("XHO") and cli.xho:
+        if HAVE_XHO:
+            solvers += [ho_config(p, q, extrapolated=True) for p, q in cli.xho]
+        else:
+            note = (", ".join(ho_name(p, q, True) for p, q in cli.xho)
+                    + ": `taylorode.ExtrapolatedHermiteObreschkoff` absent in this checkout")
+            skipped = f"{skipped}; {note}" if skipped else note
+            print(f"Skipping {note}", file=sys.stderr)
 
     lines = header(cli, problem_keys, tols, solvers, skipped)
     print("\n".join(lines), flush=True)

@@ -17,6 +17,7 @@ from ._diagnostics import (
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
 from ._solver import (
+    ExtrapolatedHermiteObreschkoff as ExtrapolatedHermiteObreschkoff,
     HermiteObreschkoff as HermiteObreschkoff,
     HermiteObreschkoffState as HermiteObreschkoffState,
     implicit_stats as implicit_stats,

@@ -1,3 +1,6 @@
+from .extrapolated_hermite_obreschkoff import (
+    ExtrapolatedHermiteObreschkoff as ExtrapolatedHermiteObreschkoff,
+)
 from .hermite_obreschkoff import (
     HermiteObreschkoff as HermiteObreschkoff,
     HermiteObreschkoffState as HermiteObreschkoffState,

@@ -306,6 +306,23 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return HermiteObreschkoffState(coeffs, h, increment, zero, zero)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, y_error, cs, ds, inverse, new_state, result = self._solve(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
+        return y1, y_error, dict(coeffs=self._dense(inverse, cs, ds)), new_state, result
+
+    def _dense(self, inverse, cs, ds):
+        """Dense output: the Hermite interpolant's power coefficients in s, stacked,
+        from the data filtered to stay bounded along stiff directions (`_dense_data`)."""
+        p, q = self.p, self.q
+        W = _hermite.hermite_matrix(p, q)
+        data = _dense_data(p, q, inverse, cs[: p + 1], ds[: q + 1])
+        return stack([_weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)])
+
+    def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One HO(p, q) step: `(y1, y_error, cs, ds, inverse, new_state, result)`, with
+        the scaled coefficients `cs` at the start and `ds` (up to `_end_order`) at y1,
+        and the Newton matrix's latest factored inverse."""
         state = solver_state
         p, q = self.p, self.q
         h = jnp.asarray(t1 - t0)
@@ -376,11 +393,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         y_error = jtu.tree_map(lambda e: jnp.where(ok, e, jnp.inf), filtered)
         result = RESULTS.where(finite, result, RESULTS.successful)
 
-        # Dense output: the Hermite interpolant's power coefficients in s, from the
-        # data filtered to stay bounded along stiff directions (see `_dense_data`).
-        W = _hermite.hermite_matrix(p, q)
-        data = _dense_data(p, q, inverse, cs[: p + 1], ds[: q + 1])
-        dense = [_weighted_sum(W[j], data, y0) for j in range(p + q + 2)]
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
         new_state = HermiteObreschkoffState(
             coeffs=tuple(ds[: self._start_order + 1]),
@@ -389,7 +401,7 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
             newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
             jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
         )
-        return y1, y_error, dict(coeffs=stack(dense)), new_state, result
+        return y1, y_error, cs, ds, inverse, new_state, result
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
         state = refresh_after_jump(
@@ -437,7 +449,8 @@ def _rebuild_inverse(solver, terms, t0, t1, args, y):
 
 def implicit_stats(solution) -> dict[str, Any]:
     """Newton iterations and Jacobian evaluations of a
-    [`taylorode.HermiteObreschkoff`][] solve.
+    [`taylorode.HermiteObreschkoff`][] or [`taylorode.ExtrapolatedHermiteObreschkoff`][]
+    solve (for the latter, of all three sub-steps of each step).
 
     diffrax's `solution.stats` has a fixed set of keys; these totals are kept in the
     solver state, which diffrax returns when asked for it.
@@ -445,7 +458,7 @@ def implicit_stats(solution) -> dict[str, Any]:
     **Arguments:**
 
     - `solution`: a `diffrax.Solution` from `diffeqsolve(...,
-        solver=taylorode.HermiteObreschkoff(p, q),
+        solver=taylorode.HermiteObreschkoff(p, q),  # or ExtrapolatedHermiteObreschkoff
         saveat=diffrax.SaveAt(..., solver_state=True))`.
 
     **Returns:**
