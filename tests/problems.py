@@ -47,3 +47,29 @@ def _(k, inputs, output):
     (x,) = inputs
     x2 = [taylorode.series.cauchy(x, x, j) for j in range(k + 1)]
     return taylorode.series.cauchy(x2, x, k)
+
+
+def robertson(t, y, args):
+    """Robertson's chemical kinetics (ROBER), k = (0.04, 1e4, 3e7)."""
+    return jnp.stack([
+        -0.04 * y[0] + 1e4 * y[1] * y[2],
+        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+        3e7 * y[1] ** 2,
+    ])
+
+
+def robertson_np(t, y):
+    """`robertson` in NumPy, with its Jacobian, for fast scipy references."""
+    return np.array([
+        -0.04 * y[0] + 1e4 * y[1] * y[2],
+        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+        3e7 * y[1] ** 2,
+    ])
+
+
+def robertson_jac(t, y):
+    return np.array([
+        [-0.04, 1e4 * y[2], 1e4 * y[1]],
+        [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+        [0.0, 6e7 * y[1], 0.0],
+    ])

@@ -1,6 +1,7 @@
 """Extrapolated Hermite–Obreschkoff steps: A- and L-stability of the extrapolated
 stability function, order p + q + 1 (and the error estimate's order p + q + 1),
-Robertson's kinetics to 1e11 against scipy Radau, and jit/vmap/grad."""
+Robertson's kinetics to 1e11 against scipy Radau, float32 PyTrees. (jit/vmap/grad:
+with HermiteObreschkoff's, in test_hermite_obreschkoff.py.)"""
 
 import diffrax
 import jax
@@ -10,6 +11,12 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import taylorode
+
+from .problems import (
+    robertson as _robertson,
+    robertson_jac as _robertson_jac,
+    robertson_np as _robertson_np,
+)
 
 
 def tight(p, q):
@@ -129,30 +136,6 @@ def test_error_estimate_and_local_extrapolation():
 # --- stiff: Robertson -----------------------------------------------------------------------
 
 
-def _robertson(t, y, args):
-    return jnp.stack([
-        -0.04 * y[0] + 1e4 * y[1] * y[2],
-        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-        3e7 * y[1] ** 2,
-    ])
-
-
-def _robertson_np(t, y):
-    return np.array([
-        -0.04 * y[0] + 1e4 * y[1] * y[2],
-        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-        3e7 * y[1] ** 2,
-    ])
-
-
-def _robertson_jac(t, y):
-    return np.array([
-        [-0.04, 1e4 * y[2], 1e4 * y[1]],
-        [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
-        [0.0, 6e7 * y[1], 0.0],
-    ])
-
-
 def test_robertson():
     """To t = 1e11 at rtol 1e-8 (|h lambda| up to ~1e13, where HO(2, 3) itself cannot
     step): every component's relative error against scipy Radau, at t1 and between
@@ -181,34 +164,7 @@ def test_robertson():
     assert int(stats["newton_iterations"]) >= int(stats["jacobian_evaluations"])
 
 
-# --- transformations ---------------------------------------------------------------------
-
-
-def test_vmap_and_grad_against_finite_differences():
-    mu = 20.0
-
-    def solve(y0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], mu * ((1 - y[0] ** 2) * y[1] - y[0])])),
-            taylorode.ExtrapolatedHermiteObreschkoff(1, 2), 0.0, 0.5, 1e-3, y0,
-            stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9), max_steps=4000,
-            saveat=diffrax.SaveAt(ts=jnp.array([0.31, 0.5])),
-        )
-        return sol.ys[0] + sol.ys[1]
-
-    y0s = jnp.array([[2.0, 0.0], [1.5, 0.3], [-1.0, 0.5]])
-    batched = jax.jit(jax.vmap(solve))(y0s)
-    single = jnp.stack([jax.jit(solve)(y) for y in y0s])
-    np.testing.assert_allclose(np.asarray(batched), np.asarray(single), rtol=1e-7, atol=1e-9)
-
-    y0 = jnp.array([2.0, 0.0])
-    g = jax.jit(jax.grad(lambda y: solve(y)[0]))(y0)
-    eps = 1e-6
-    fd = [
-        (float(jax.jit(solve)(y0 + eps * e)[0]) - float(jax.jit(solve)(y0 - eps * e)[0])) / (2 * eps)
-        for e in jnp.eye(2)
-    ]
-    np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-4, atol=1e-6)
+# --- PyTrees, float32, bad input ----------------------------------------------------------
 
 
 def test_float32_pytree():

@@ -12,6 +12,8 @@ import pytest
 import taylorode
 from scipy.integrate import solve_ivp
 
+from .problems import robertson as _robertson, robertson_jac as _robertson_jac, robertson_np as _robertson_np
+
 
 def tight(p, q):
     """HO(p, q) with its own Newton tolerances, for constant steps."""
@@ -154,31 +156,6 @@ def test_linear_stiff_system():
     assert int(stats["newton_iterations"]) >= 2 * int(stats["jacobian_evaluations"])
 
 
-def _robertson(t, y, args):
-    return jnp.stack([
-        -0.04 * y[0] + 1e4 * y[1] * y[2],
-        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-        3e7 * y[1] ** 2,
-    ])
-
-
-def _robertson_np(t, y):
-    """`_robertson` in NumPy, with its Jacobian, for fast scipy references."""
-    return np.array([
-        -0.04 * y[0] + 1e4 * y[1] * y[2],
-        0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-        3e7 * y[1] ** 2,
-    ])
-
-
-def _robertson_jac(t, y):
-    return np.array([
-        [-0.04, 1e4 * y[2], 1e4 * y[1]],
-        [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
-        [0.0, 6e7 * y[1], 0.0],
-    ])
-
-
 def _radau(y0, t0, t1):
     return solve_ivp(
         _robertson_np, (t0, t1), y0, method="Radau", rtol=1e-13, atol=1e-22, jac=_robertson_jac
@@ -317,13 +294,14 @@ def test_robertson():
 # --- transformations, PyTrees, dense output --------------------------------------------
 
 
-def test_vmap_and_grad_against_finite_differences():
+@pytest.mark.parametrize("solver_cls", [taylorode.HermiteObreschkoff, taylorode.ExtrapolatedHermiteObreschkoff])
+def test_vmap_and_grad_against_finite_differences(solver_cls):
     mu = 20.0
 
     def solve(y0):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], mu * ((1 - y[0] ** 2) * y[1] - y[0])])),
-            taylorode.HermiteObreschkoff(1, 2), 0.0, 0.5, 1e-3, y0,
+            solver_cls(1, 2), 0.0, 0.5, 1e-3, y0,
             stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-9), max_steps=4000,
             saveat=diffrax.SaveAt(ts=jnp.array([0.31, 0.5])),
         )
