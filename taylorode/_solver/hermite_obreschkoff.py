@@ -117,7 +117,9 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     ($|h\lambda|$ up to ~$10^{14}$: steps of ~$0.07\,t$ at $t \approx 10^{11}$,
     $|\lambda| \approx 10^4$);
     HO(2, 3) and higher do not (their steps collapse after $t \approx 10$); they are
-    fine for Van der Pol or a linear system with eigenvalues to $-10^6$.
+    fine for Van der Pol or a linear system with eigenvalues to $-10^6$. For a higher
+    order on such problems, [`taylorode.ExtrapolatedHermiteObreschkoff`][]`(1, 2)`
+    extrapolates HO(1, 2) to order 4 with the same coefficients.
 
     **First same as last.** The coefficients at $y_1$ are computed once, for the
     error estimate and dense output, and carried to the next step, rescaled to its
