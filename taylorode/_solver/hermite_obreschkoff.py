@@ -426,8 +426,6 @@ def _dense_data(p, q, inverse, cs, ds):
     them would carry into the middle of the step; F_i(hλ) = O((hλ)^-i) brings them
     back to that deviation's size. On non-stiff components F_i = 1 + O((hλ)^(p+q+2-i)),
     so the interpolant keeps its order there."""
-    if p + q == 0:
-        return list(cs) + list(ds)
     filters = _dense_filters(p, q)
     _, unravel = jfu.ravel_pytree(cs[0])
     rows = jnp.stack([jfu.ravel_pytree(x)[0] for x in cs[1:] + ds[1:]])
