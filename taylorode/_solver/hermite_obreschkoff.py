@@ -321,10 +321,12 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         data = _dense_data(p, q, inverse, cs[: p + 1], ds[: q + 1])
         return stack([_weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)])
 
-    def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump, estimate=True):
         """One HO(p, q) step: `(y1, y_error, cs, ds, inverse, new_state, result)`, with
         the scaled coefficients `cs` at the start and `ds` (up to `_end_order`) at y1,
-        and the Newton matrix's latest factored inverse."""
+        and the Newton matrix's latest factored inverse. With `estimate=False` the error
+        estimate is skipped: `y_error` is 0 where the step succeeded and inf where it
+        failed (for callers that only need to know that)."""
         state = solver_state
         p, q = self.p, self.q
         h = jnp.asarray(t1 - t0)
@@ -373,6 +375,16 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
         # Coefficients at the end: error estimate, dense output, and the next step.
         ds = self._expand(terms, t1, h, y1, args, self._end_order)
+        # Through the latest Newton matrix: PadeChord's, rebuilt at an iterate when the
+        # iteration stalled, fits better than the one built at the guess.
+        if isinstance(self.root_finder, PadeChord):
+            inverse = sol.state.inverse
+        if not estimate:
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y1)]))
+            ok = (result == RESULTS.successful) & finite
+            y_error = jtu.tree_map(lambda y: jnp.where(ok, jnp.zeros_like(y), jnp.inf), y1)
+            result = RESULTS.where(finite, result, RESULTS.successful)
+            return y1, y_error, cs, ds, inverse, self._next_state(state, sol, t0, t1, y0, y1, ds), result
         # Error estimate: the residual of the next-higher relation HO(p', q') at y1,
         # through the Newton matrix: to leading order, y1 minus the order-(p+q+1)
         # solution, i.e. this step's own local error.
@@ -383,10 +395,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
             _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: qc + 1], y0),
             _weighted_sum(b_hi, cs[: pc + 1], y0),
         )
-        # Through the latest Newton matrix: PadeChord's, rebuilt at an iterate when the
-        # iteration stalled, fits better than the one built at the guess.
-        if isinstance(self.root_finder, PadeChord):
-            inverse = sol.state.inverse
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
         finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves((y1, filtered))])
@@ -395,15 +403,17 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         y_error = jtu.tree_map(lambda e: jnp.where(ok, e, jnp.inf), filtered)
         result = RESULTS.where(finite, result, RESULTS.successful)
 
+        return y1, y_error, cs, ds, inverse, self._next_state(state, sol, t0, t1, y0, y1, ds), result
+
+    def _next_state(self, state, sol, t0, t1, y0, y1, ds):
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
-        new_state = HermiteObreschkoffState(
+        return HermiteObreschkoffState(
             coeffs=tuple(ds[: self._start_order + 1]),
             h_ref=_reference_step(t0, t1),
             increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
             newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
             jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
         )
-        return y1, y_error, cs, ds, inverse, new_state, result
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
         state = refresh_after_jump(
