@@ -16,6 +16,7 @@ from ._diagnostics import (
 )
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
+from ._protocol import TaylorFunc as TaylorFunc
 from ._solver import (
     ExtrapolatedHermiteObreschkoff as ExtrapolatedHermiteObreschkoff,
     HermiteObreschkoff as HermiteObreschkoff,

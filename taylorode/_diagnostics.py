@@ -13,7 +13,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Complex, PyTree, Real
 
 from ._coefficients import AbstractTaylorMethod, check_order, resolve_method
-from ._order import jorba_zou_factor
+from ._jorba_zou import jorba_zou_factor, radius_from_terms
 from ._taylor_coefficients import taylor_coefficients
 
 
@@ -202,12 +202,8 @@ def _diagnose(vector_field, ts, ys, args, order, tol, method):
             [jnp.reshape(c, (order + 1, -1)) for c in jtu.tree_leaves(coeffs)], axis=1
         )
         log_scale = jnp.log(jnp.maximum(jnp.max(jnp.abs(flat_y)), 1.0))
-        radius = jnp.asarray(jnp.inf, flat_y.dtype)
-        for j in (order - 1, order):
-            # In logarithms, so a zero coefficient gives exp(+inf) = inf (not NaN) and
-            # a tiny one does not overflow N / ||y^[j]|| before the root is taken.
-            log_norm = jnp.log(jnp.max(jnp.abs(flat_c[j])))
-            radius = jnp.minimum(radius, jnp.exp((log_scale - log_norm) / j))
+        log_norms = {j: jnp.log(jnp.max(jnp.abs(flat_c[j]))) for j in (order - 1, order)}
+        radius = radius_from_terms(log_scale, log_norms).astype(flat_y.dtype)
 
         def flat_field(v):
             return jfu.ravel_pytree(vector_field(t, unravel(v), args))[0]

@@ -92,30 +92,43 @@ def test_operations_on_args_alone_are_not_flagged():
     np.testing.assert_allclose(c[5], np.tan(0.3) ** 5 / 120, rtol=1e-13)
 
 
-def _f32_solve(rtol):
+def _f32_solve(rtol, solver, controller):
     f32 = jnp.float32
     return diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, a: -y),
-        taylorode.Taylor(4),
+        solver,
         f32(0.0),
         f32(1.0),
         None,
         f32(1.0),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol),
+        stepsize_controller=controller(rtol=rtol, atol=rtol),
         max_steps=64,
         throw=False,
     )
 
 
-def test_float32_tolerance_below_precision_warns():
+# Where the tolerance meets the state: the controller (TaylorController), or the solver
+# that diffeqsolve hands the controller's tolerances (Taylor(), HermiteObreschkoff).
+_PRECISION_CASES = [
+    (taylorode.Taylor(4), taylorode.TaylorController),
+    (taylorode.Taylor(), taylorode.TaylorController),
+    (taylorode.Taylor(), diffrax.PIDController),
+    (taylorode.HermiteObreschkoff(1, 2), diffrax.PIDController),
+]
+_PRECISION_IDS = ["Taylor(4)+TC", "Taylor()+TC", "Taylor()+PID", "HO+PID"]
+
+
+@pytest.mark.parametrize("solver, controller", _PRECISION_CASES, ids=_PRECISION_IDS)
+def test_float32_tolerance_below_precision_warns(solver, controller):
     with pytest.warns(taylorode.PrecisionWarning, match="jax_enable_x64"):
-        _f32_solve(1e-12)
+        _f32_solve(1e-12, solver, controller)
 
 
-def test_float32_reachable_tolerance_does_not_warn():
+@pytest.mark.parametrize("solver, controller", _PRECISION_CASES, ids=_PRECISION_IDS)
+def test_float32_reachable_tolerance_does_not_warn(solver, controller):
     with warnings.catch_warnings():
         warnings.simplefilter("error", taylorode.PrecisionWarning)
-        sol = _f32_solve(1e-5)
+        sol = _f32_solve(1e-5, solver, controller)
     assert abs(float(sol.ys[-1]) - np.exp(-1.0)) < 1e-4
 
 

@@ -1,27 +1,17 @@
-from collections.abc import Callable
 from typing import ClassVar
 
-import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
-from diffrax import (
-    RESULTS,
-    AbstractAdaptiveSolver,
-    AbstractImplicitSolver,
-    AbstractTerm,
-    with_stepsize_controller_tols,
-)
+from diffrax import RESULTS
 
-from .._coefficients import AbstractTaylorMethod, resolve_method
-from .._interpolation import TaylorInterpolation
-from .._root_finder import PadeChord
-from .._terms import check_ode_term
+from .._coefficients import AbstractTaylorMethod
+from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .base import AbstractTaylorSolver, reference_step
 from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
-from .taylor import _reference_step
 
 
-class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
+class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
     r"""Hermite–Obreschkoff steps with Richardson extrapolation: order $p + q + 1$,
     A- and L-stable, from Taylor coefficients of order at most $\max(p + 1, q)$.
 
@@ -56,6 +46,11 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
     next step. [`taylorode.implicit_stats`][] counts the Newton iterations and
     Jacobians of all three.
 
+    **Structure.** A wrapper around the [`taylorode.HermiteObreschkoff`][] of its
+    sub-steps (held as `solver`, as `diffrax.HalfSolver` holds the solver it wraps),
+    whose steps it composes; its `root_finder` is that solver's, so `diffeqsolve`
+    fills in the controller's tolerances there.
+
     **Dense output.** As [`taylorode.HermiteObreschkoff`][]'s: the Hermite interpolant
     of degree $p + q + 1$ through the coefficients at both ends (at the extrapolated
     $y_1$), filtered through the full step's Newton matrix.
@@ -84,14 +79,10 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
         ```
     """
 
-    p: int = eqx.field(static=True)
-    q: int = eqx.field(static=True)
-    method: AbstractTaylorMethod
-    root_finder: optx.AbstractRootFinder
-    root_find_max_steps: int = eqx.field(static=True)
+    solver: HermiteObreschkoff
 
-    term_structure: ClassVar = AbstractTerm
-    interpolation_cls: ClassVar[Callable[..., TaylorInterpolation]] = TaylorInterpolation
+    solver_name: ClassVar[str] = "ExtrapolatedHermiteObreschkoff"
+    jorba_zou_estimate: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -101,10 +92,8 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
         root_finder: optx.AbstractRootFinder | None = None,
         root_find_max_steps: int = 10,
     ):
-        if root_finder is None:
-            root_finder = with_stepsize_controller_tols(PadeChord)()
-        # Validates p, q, the method and the order like HermiteObreschkoff does.
-        HermiteObreschkoff(p, q, method, root_finder, root_find_max_steps)
+        # Validates p, q, the method and the order.
+        solver = HermiteObreschkoff(p, q, method, root_finder, root_find_max_steps)
         if q != p + 1:
             raise ValueError(
                 f"ExtrapolatedHermiteObreschkoff(p, q) needs q = p + 1 (then the "
@@ -112,17 +101,29 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
                 "q = p the extrapolated stability function exceeds 1 on the imaginary "
                 "axis; use HermiteObreschkoff(p, q) for those pairs."
             )
-        self.p = p
-        self.q = q
-        self.method = resolve_method(method)
-        self.root_finder = root_finder
-        self.root_find_max_steps = root_find_max_steps
+        self.solver = solver
+
+    # The wrapped solver's, so that `diffeqsolve` fills in the controller's tolerances
+    # where the sub-steps read them.
+    @property
+    def root_finder(self) -> optx.AbstractRootFinder:
+        return self.solver.root_finder
 
     @property
-    def _ho(self) -> HermiteObreschkoff:
-        """The HO(p, q) solver of the sub-steps (with this solver's root finder, whose
-        tolerances diffrax has filled in from the controller)."""
-        return HermiteObreschkoff(self.p, self.q, self.method, self.root_finder, self.root_find_max_steps)
+    def root_find_max_steps(self) -> int:
+        return self.solver.root_find_max_steps
+
+    @property
+    def method(self) -> AbstractTaylorMethod:
+        return self.solver.method
+
+    @property
+    def p(self) -> int:
+        return self.solver.p
+
+    @property
+    def q(self) -> int:
+        return self.solver.q
 
     @property
     def is_a_stable(self) -> bool:
@@ -135,49 +136,51 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
     def stability_function(self, z):
         """$R_E(z) = R(z/2)^2 + (R(z/2)^2 - R(z))/(2^{p+q} - 1)$: the value of $y_1/y_0$
         on $y' = \\lambda y$, $z = h\\lambda$."""
-        R = self._ho.stability_function
+        R = self.solver.stability_function
         half = R(jnp.asarray(z) / 2) ** 2
         return half + (half - R(z)) / (2 ** (self.p + self.q) - 1)
 
-    def order(self, terms):
+    def order(self, terms) -> int:
         return self.p + self.q + 1
 
-    def error_order(self, terms):
+    def error_order(self, terms) -> int:
         # The estimate is the local error of the two half steps, O(h^(p+q+1)).
         return self.p + self.q + 1
 
-    def init(self, terms, t0, t1, y0, args):
-        check_ode_term(terms, "taylorode.ExtrapolatedHermiteObreschkoff")
-        return self._ho.init(terms, t0, t1, y0, args)
+    def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> HermiteObreschkoffState:
+        self._check_init(terms, y0)
+        return self.solver.init(terms, t0, t1, y0, args)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        ho = self._ho
+    def step(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: HermiteObreschkoffState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, HermiteObreschkoffState, RESULTS]:
+        ho = self.solver
         state = solver_state
         h = t1 - t0
         tm = t0 + h / 2
         # The sub-steps' own error estimates are not needed (only whether they failed):
         # `estimate=False` skips them, and XLA drops the end coefficients nobody uses.
-        y_full, e_full, cs, _, inverse, s_full, r_full = ho._solve(
-            terms, t0, t1, y0, args, state, made_jump, estimate=False
-        )
-        y_mid, e_mid, _, _, _, s_mid, r_mid = ho._solve(
-            terms, t0, tm, y0, args, state, made_jump, estimate=False
-        )
-        y_half, e_half, _, _, _, s_half, r_half = ho._solve(
-            terms, tm, t1, y_mid, args, s_mid, False, estimate=False
-        )
+        full = ho._solve(terms, t0, t1, y0, args, state, made_jump, estimate=False)
+        mid = ho._solve(terms, t0, tm, y0, args, state, made_jump, estimate=False)
+        half = ho._solve(terms, tm, t1, mid.y1, args, mid.state, False, estimate=False)
 
         weight = 1 / (2 ** (self.p + self.q) - 1)
-        diff = jtu.tree_map(lambda a, b: (a - b) * jnp.asarray(weight, a.dtype), y_half, y_full)
-        y1 = jtu.tree_map(lambda a, d: a + d, y_half, diff)
-        # A sub-step whose Newton iteration failed has an infinite error estimate: the
-        # controller must reject the step.
-        failed = jnp.any(
-            jnp.stack([~jnp.all(jnp.isfinite(e)) for e in jtu.tree_leaves((e_full, e_mid, e_half, y1))])
-        )
+        diff = jtu.tree_map(lambda a, b: (a - b) * jnp.asarray(weight, a.dtype), half.y1, full.y1)
+        y1 = jtu.tree_map(lambda a, d: a + d, half.y1, diff)
+        # A sub-step whose Newton iteration failed makes the error estimate infinite:
+        # the controller must reject the step.
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y1)]))
+        failed = full.failed | mid.failed | half.failed | ~finite
         y_error = jtu.tree_map(lambda d: jnp.where(failed, jnp.inf, d), diff)
-        result = r_full
-        for r in (r_mid, r_half):
+        result = full.result
+        for r in (mid.result, half.result):
             result = RESULTS.where(result == RESULTS.successful, r, result)
 
         # Coefficients at the extrapolated y1: dense output, and the next step's start.
@@ -185,15 +188,12 @@ class ExtrapolatedHermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSol
         own = lambda s, field: getattr(s, field) - getattr(state, field)  # noqa: E731
         new_state = HermiteObreschkoffState(
             coeffs=tuple(ds[: ho._start_order + 1]),
-            h_ref=_reference_step(t0, t1),
+            h_ref=reference_step(t0, t1),
             increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
-            newton_iterations=s_half.newton_iterations + own(s_full, "newton_iterations"),
-            jacobian_evaluations=s_half.jacobian_evaluations + own(s_full, "jacobian_evaluations"),
+            newton_iterations=half.state.newton_iterations + own(full.state, "newton_iterations"),
+            jacobian_evaluations=half.state.jacobian_evaluations + own(full.state, "jacobian_evaluations"),
         )
-        return y1, y_error, dict(coeffs=ho._dense(inverse, cs, ds)), new_state, result
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
+        return y1, y_error, dict(coeffs=ho._dense(full.inverse, full.cs, ds)), new_state, result
 
 
 ExtrapolatedHermiteObreschkoff.__init__.__doc__ = """**Arguments:**

@@ -1,32 +1,35 @@
 import functools
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
+import jax.flatten_util as jfu
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import jax.flatten_util as jfu
 import optimistix as optx
-from diffrax import (
-    AbstractAdaptiveSolver,
-    AbstractImplicitSolver,
-    AbstractTerm,
-    RESULTS,
-    with_stepsize_controller_tols,
-)
+from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
-from .._interpolation import TaylorInterpolation
+from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._polynomial import stack
-from .._precision import check_controller_precision
-from .._root_finder import FactoredPadeInverse, pade_partial_fractions, PadeChord, RationalFilters
-from .._terms import check_ode_term
+from .._root_finder import (
+    FactoredPadeInverse,
+    PadeChord,
+    RationalFilters,
+    pade_partial_fractions,
+)
 from . import _hermite
-from .taylor import _reference_step, refresh_after_jump
+from .base import (
+    AbstractTaylorSolver,
+    all_finite,
+    reference_step,
+    refresh_after_jump,
+    rescale,
+    weighted_sum,
+)
 
 
 class HermiteObreschkoffState(eqx.Module):
@@ -48,19 +51,33 @@ class HermiteObreschkoffState(eqx.Module):
     jacobian_evaluations: Array
 
 
-def _weighted_sum(weights, series, dtype_like):
-    """sum_i w_i x_i over PyTrees `series[i]` (Python-number weights, zero ones skipped)."""
-    terms = [
-        jtu.tree_map(lambda x, w=w: x * jnp.asarray(w, x.dtype), s)
-        for w, s in zip(weights, series)
-        if w != 0
-    ]
-    if not terms:
-        return jtu.tree_map(jnp.zeros_like, dtype_like)
-    return jtu.tree_map(lambda *xs: sum(xs[1:], xs[0]), *terms)
+class HOStep(eqx.Module):
+    """One HO(p, q) step, as `HermiteObreschkoff._solve` returns it (the protected
+    interface through which `ExtrapolatedHermiteObreschkoff` composes HO steps).
+
+    - `y1`: the solution at the step's end.
+    - `y_error`: the error estimate (see `HermiteObreschkoff`), or `None` where it was
+        not asked for.
+    - `failed`: whether the Newton iteration failed or `y1` is not finite (then the
+        step must be rejected).
+    - `cs`, `ds`: the scaled coefficients at the start (up to the companion's `p'`) and
+        at `y1` (up to `_end_order`).
+    - `inverse`: the Newton matrix's latest factored inverse.
+    - `state`: the solver state after the step.
+    - `result`: the Newton iteration's `RESULTS`.
+    """
+
+    y1: Any
+    y_error: Any
+    failed: Array
+    cs: list
+    ds: list
+    inverse: FactoredPadeInverse
+    state: HermiteObreschkoffState
+    result: RESULTS
 
 
-class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
+class HermiteObreschkoff(AbstractTaylorSolver):
     r"""Implicit Taylor method of Hermite–Obreschkoff type, HO(p, q): A- and L-stable
     high-order steps for stiff problems.
 
@@ -185,8 +202,8 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
     root_finder: optx.AbstractRootFinder
     root_find_max_steps: int = eqx.field(static=True)
 
-    term_structure: ClassVar = AbstractTerm
-    interpolation_cls: ClassVar[Callable[..., TaylorInterpolation]] = TaylorInterpolation
+    solver_name: ClassVar[str] = "HermiteObreschkoff"
+    jorba_zou_estimate: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -262,15 +279,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         pc, qc = self._companion
         return max(pc, qc)
 
-    def _expand(self, terms, t, h, y, args, order):
-        """Scaled coefficients h^i y^[i] at (t, y), for a step of length h."""
-        control = terms.contr(t, t + h)
-
-        def rhs(s, y, args):
-            return terms.vf_prod(t + s * h, y, args, control)
-
-        return self.method.expand(rhs, jnp.zeros_like(t), y, args, order)
-
     def _newton_inverse(self, terms, t0, t1, y0, args) -> FactoredPadeInverse:
         """Q(hJ)^{-1}, factored, with J the vector field's Jacobian at (t1, y0) (`y0`:
         the point given, in practice the Newton guess or iterate), where the relation
@@ -293,25 +301,31 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         terms, rhs, t1, h, args = fargs
         a, _ = _hermite.relation_weights(self.p, self.q)
         ds = self._expand(terms, t1, h, y1, args, self.q)
-        lhs = _weighted_sum([(-1) ** i * w for i, w in enumerate(a)], ds, y1)
+        lhs = weighted_sum([(-1) ** i * w for i, w in enumerate(a)], ds, y1)
         return jtu.tree_map(lambda x, r: x - r, lhs, rhs)
 
     # -- diffrax interface ----------------------------------------------------------
 
-    def init(self, terms, t0, t1, y0, args):
-        check_ode_term(terms, "taylorode.HermiteObreschkoff")
-        check_controller_precision(y0)
-        h = _reference_step(t0, t1)
+    def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> HermiteObreschkoffState:
+        self._check_init(terms, y0)
+        h = reference_step(t0, t1)
         coeffs = tuple(self._expand(terms, t0, h, y0, args, self._start_order))
         zero = jnp.array(0, jnp.int32)
         increment = jtu.tree_map(jnp.zeros_like, y0)
         return HermiteObreschkoffState(coeffs, h, increment, zero, zero)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        y1, y_error, cs, ds, inverse, new_state, result = self._solve(
-            terms, t0, t1, y0, args, solver_state, made_jump
-        )
-        return y1, y_error, dict(coeffs=self._dense(inverse, cs, ds)), new_state, result
+    def step(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: HermiteObreschkoffState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, HermiteObreschkoffState, RESULTS]:
+        out = self._solve(terms, t0, t1, y0, args, solver_state, made_jump)
+        return out.y1, out.y_error, dict(coeffs=self._dense(out.inverse, out.cs, out.ds)), out.state, out.result
 
     def _dense(self, inverse, cs, ds):
         """Dense output: the Hermite interpolant's power coefficients in s, stacked,
@@ -319,28 +333,22 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         p, q = self.p, self.q
         W = _hermite.hermite_matrix(p, q)
         data = _dense_data(p, q, inverse, cs[: p + 1], ds[: q + 1])
-        return stack([_weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)])
+        return stack([weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)])
 
-    def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump, estimate=True):
-        """One HO(p, q) step: `(y1, y_error, cs, ds, inverse, new_state, result)`, with
-        the scaled coefficients `cs` at the start and `ds` (up to `_end_order`) at y1,
-        and the Newton matrix's latest factored inverse. With `estimate=False` the error
-        estimate is skipped: `y_error` is 0 where the step succeeded and inf where it
-        failed (for callers that only need to know that)."""
+    def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump, estimate: bool = True) -> HOStep:
+        """One HO(p, q) step (see `HOStep`). With `estimate=False` the error estimate is
+        skipped (`y_error` is `None`), for callers that only need to know whether the
+        step failed; XLA then drops the end coefficients nobody uses."""
         state = solver_state
         p, q = self.p, self.q
         h = jnp.asarray(t1 - t0)
         if made_jump is not False:
             state = self._after_jump(terms, t0, y0, args, h, state, made_jump)
         # This step's coefficients at t0: carried from the last step's end, rescaled.
+        cs = rescale(state.coeffs, state.h_ref, y0, h)
         ratio = (h / state.h_ref).astype(state.h_ref.dtype)
-        cs = [y0]
-        power = jnp.ones_like(ratio)
-        for ck in state.coeffs[1:]:
-            power = power * ratio
-            cs.append(jtu.tree_map(lambda c, pk=power: c * pk.astype(c.dtype), ck))
         a, b = _hermite.relation_weights(p, q)
-        rhs = _weighted_sum(b, cs[: p + 1], y0)
+        rhs = weighted_sum(b, cs[: p + 1], y0)
         fargs = (terms, rhs, t1, h, args)
 
         # Starting guess: the last step's increment, rescaled to this step (a secant
@@ -379,12 +387,12 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         # iteration stalled, fits better than the one built at the guess.
         if isinstance(self.root_finder, PadeChord):
             inverse = sol.state.inverse
+        new_state = self._next_state(state, sol, t0, t1, y0, y1, ds)
         if not estimate:
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y1)]))
-            ok = (result == RESULTS.successful) & finite
-            y_error = jtu.tree_map(lambda y: jnp.where(ok, jnp.zeros_like(y), jnp.inf), y1)
+            finite = all_finite(y1)
+            failed = (result != RESULTS.successful) | ~finite
             result = RESULTS.where(finite, result, RESULTS.successful)
-            return y1, y_error, cs, ds, inverse, self._next_state(state, sol, t0, t1, y0, y1, ds), result
+            return HOStep(y1, None, failed, cs, ds, inverse, new_state, result)
         # Error estimate: the residual of the next-higher relation HO(p', q') at y1,
         # through the Newton matrix: to leading order, y1 minus the order-(p+q+1)
         # solution, i.e. this step's own local error.
@@ -392,24 +400,21 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         a_hi, b_hi = _hermite.relation_weights(pc, qc)
         companion = jtu.tree_map(
             lambda x, r: x - r,
-            _weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: qc + 1], y0),
-            _weighted_sum(b_hi, cs[: pc + 1], y0),
+            weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: qc + 1], y0),
+            weighted_sum(b_hi, cs[: pc + 1], y0),
         )
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
-        finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves((y1, filtered))])
-        )
-        ok = (result == RESULTS.successful) & finite
-        y_error = jtu.tree_map(lambda e: jnp.where(ok, e, jnp.inf), filtered)
+        finite = all_finite((y1, filtered))
+        failed = (result != RESULTS.successful) | ~finite
+        y_error = jtu.tree_map(lambda e: jnp.where(failed, jnp.inf, e), filtered)
         result = RESULTS.where(finite, result, RESULTS.successful)
-
-        return y1, y_error, cs, ds, inverse, self._next_state(state, sol, t0, t1, y0, y1, ds), result
+        return HOStep(y1, y_error, failed, cs, ds, inverse, new_state, result)
 
     def _next_state(self, state, sol, t0, t1, y0, y1, ds):
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
         return HermiteObreschkoffState(
             coeffs=tuple(ds[: self._start_order + 1]),
-            h_ref=_reference_step(t0, t1),
+            h_ref=reference_step(t0, t1),
             increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
             newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
             jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
@@ -422,8 +427,6 @@ class HermiteObreschkoff(AbstractAdaptiveSolver, AbstractImplicitSolver):
         increment = jtu.tree_map(lambda d: jnp.where(made_jump, jnp.zeros_like(d), d), state.increment)
         return eqx.tree_at(lambda s: s.increment, state, increment)
 
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 def _dense_data(p, q, inverse, cs, ds):

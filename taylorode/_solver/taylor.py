@@ -1,5 +1,5 @@
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -8,28 +8,33 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from diffrax import (
-    AbstractAdaptiveSolver,
-    AbstractImplicitSolver,
-    AbstractTerm,
-    RESULTS,
-    with_stepsize_controller_tols,
-)
+from diffrax import RESULTS
 from jaxtyping import Array, PyTree
 
-from .._handshake import TaylorControllerNorm
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
-from .._interpolation import TaylorInterpolation
-from .._order import (
+from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .._interop import (
+    ControllerTolerances,
+    filled_tolerances,
+    no_tolerances,
+    tolerance_slot,
+)
+from .._jorba_zou import (
     concrete_tolerance,
     jorba_zou_factor,
     order_from_tolerance,
     select_order_index,
+    term_error,
     tolerance_scale,
 )
 from .._polynomial import stack, sum_series
-from .._precision import check_controller_precision
-from .._terms import check_ode_term
+from .base import (
+    AbstractTaylorSolver,
+    all_finite,
+    reference_step,
+    refresh_after_jump,
+    rescale,
+)
 
 
 class TaylorState(eqx.Module):
@@ -51,20 +56,6 @@ class TaylorState(eqx.Module):
     orders: tuple[int, ...] = eqx.field(static=True)
 
 
-class ControllerTolerances(eqx.Module):
-    """The slot through which `diffeqsolve` hands the adaptive step-size controller's
-    `rtol`, `atol` and `norm` to a solver (diffrax's root-finder tolerance mechanism,
-    see `diffrax.with_stepsize_controller_tols`)."""
-
-    rtol: Any
-    atol: Any
-    norm: Any
-
-
-# diffrax's marker for "filled in from the controller" (public route to the object).
-_FROM_CONTROLLER = with_stepsize_controller_tols(ControllerTolerances)().rtol
-
-
 _NONFINITE_MESSAGE = (
     "taylorode.Taylor: the Taylor coefficients of the solution where a step starts are "
     "not finite (NaN or inf). The vector field is singular there, e.g. jnp.sqrt or "
@@ -75,12 +66,7 @@ _NONFINITE_MESSAGE = (
 )
 
 
-def _all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
+class Taylor(AbstractTaylorSolver):
     r"""Explicit Taylor-series method, of an order chosen from the tolerance, fixed, or
     chosen per step.
 
@@ -115,20 +101,29 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
     **Coefficients are computed once per step, at its end** (first same as last). They
     are carried in the solver state, rescaled to the next step's length, and are the
     next step's series; a rejected step reuses the carried set with its smaller length,
-    at no extra cost. The coefficients at $y_0$ come from `init`, or, under
-    [`taylorode.TaylorController`][] with `Taylor()`, from a zero-length first step that
-    the controller makes, so that the compiled program holds one coefficient kernel.
+    at no extra cost. The coefficients at $y_0$ come from `init` (the compiled program
+    holds that expansion twice: once in `init`, once in the loop), and after a jump in
+    the vector field (`made_jump`) they are recomputed at the step's start.
 
-    **Error estimate.** Per component, the larger of the last two terms
-    $|c_{q-1}|, |c_q|$ of the series at the step's *end* for a step of the same
-    length, $c_j = y^{[j]}(t_1) h^j$: the error of a step of length $h$ there, and the
-    quantity Jorba & Zou's rule sizes the next step from. It works with
-    [`taylorode.TaylorController`][] (which accepts steps sized from the coefficients
-    at their start without a test, as heyoka does) and with
-    `diffrax.PIDController`. With `orders=...` the estimate of an order-$q$ step
-    is re-expressed at the reference order $p = \max(\text{orders})$ (raised to
-    $p/q$ in the tolerance-scaled norm, which leaves $r \le 1$ unchanged), because
-    controllers size steps with the static exponent `1/error_order`.
+    **Error estimate**, for a step of length $h$ with the series
+    $c_j = y^{[j]}(t_1) h^j$ at its *end* (the error of a step of the same length taken
+    from there, which is the quantity Jorba & Zou's rule sizes the next step from):
+
+    - `Taylor(order=p)`: per component, the larger of the last two terms,
+      $\max(|c_{p-1}|, |c_p|)$ (the solver has no tolerances to weigh them with).
+    - `Taylor()`: the last two terms measured against the tolerance
+      $\tau = \text{atol} + \text{rtol}\max(|y_0|, |y_1|)$, each with its own exponent,
+      $\tau \max(|c_p|/\tau, (|c_{p-1}|/\tau)^{p/(p-1)})$: then $r^{-1/p}$ is exactly
+      Jorba & Zou's radius $\min_j (\tau/|c_j|)^{1/j}$ in units of $h$.
+    - `Taylor(orders=...)`: as `Taylor()` for the order $q$ of the step, re-expressed
+      at the reference order $p = \max(\text{orders})$ (raised to $p/q$ in the
+      tolerance-scaled norm, with the ratio of Jorba & Zou's safety factors), because
+      controllers size steps with the static exponent `1/error_order`; $r \le 1$ is
+      unchanged by this.
+
+    It works with [`taylorode.TaylorController`][] (which accepts steps sized from the
+    coefficients at their start without a test, as heyoka does) and with
+    `diffrax.PIDController`.
 
     - `order(terms)` and `error_order(terms)` return the (largest) order.
     - Dense output: the step's own Taylor polynomial
@@ -168,12 +163,8 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
     method: AbstractTaylorMethod
     root_finder: ControllerTolerances
 
-    # Any term at the diffrax level (adjoint and time-reversed wrappers included);
-    # `init` checks that it is an ODE term underneath.
-    term_structure: ClassVar = AbstractTerm
-    interpolation_cls: ClassVar[Callable[..., TaylorInterpolation]] = (
-        TaylorInterpolation
-    )
+    solver_name: ClassVar[str] = "Taylor"
+    jorba_zou_estimate: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -196,18 +187,19 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
             self.taylor_order = None if order is None else check_order(order, self.method)
         if self.taylor_order is None:
             # Filled by `diffeqsolve` with the adaptive controller's rtol/atol/norm.
-            self.root_finder = with_stepsize_controller_tols(ControllerTolerances)()
+            self.root_finder = tolerance_slot()
         else:
-            self.root_finder = ControllerTolerances(None, None, None)
+            self.root_finder = no_tolerances()
 
     @property
     def root_find_max_steps(self) -> int:
         return 0
 
-    # -- orders -----------------------------------------------------------------------
+    # -- orders: resolved in one place ------------------------------------------------
 
     def candidate_orders(self) -> tuple[int, ...]:
-        """The orders this solver steps with, ascending (one unless `orders` was given)."""
+        """The orders this solver steps with, ascending: `(order,)` for a fixed order,
+        `orders` when given, else Jorba & Zou's order for the controller's tolerance."""
         if self.orders is not None:
             return self.orders
         if self.taylor_order is not None:
@@ -216,8 +208,8 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return (order_from_tolerance(concrete_tolerance(rtol, atol), self.method.max_order),)
 
     def _tolerances(self):
-        rf = self.root_finder
-        if any(x is _FROM_CONTROLLER for x in (rf.rtol, rf.atol, rf.norm)):
+        tols = filled_tolerances(self.root_finder)
+        if tols is None:
             raise ValueError(
                 "`taylorode.Taylor()` without an order takes its order from the "
                 "tolerances of an adaptive step-size controller passed to "
@@ -225,33 +217,30 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
                 "`diffrax.PIDController`), and there is none here. Give the order, "
                 "`Taylor(order=p)`, to use it with a constant step or on its own."
             )
-        return rf.rtol, rf.atol, rf.norm
+        return tols
 
-    def order(self, terms):
+    def order(self, terms) -> int:
         return max(self.candidate_orders())
 
-    def error_order(self, terms):
+    def error_order(self, terms) -> int:
         return max(self.candidate_orders())
 
     # -- coefficients -----------------------------------------------------------------
 
     def _expand_at(self, terms, t, y, args, h, index):
-        """Coefficients at `(t, y)` scaled by the reference step `h`, of the order
-        `candidate_orders()[index]`, zero-padded to the largest order; and the error
-        estimate of a step of length `h` from there."""
+        """Coefficients at `(t, y)` scaled by the step `h`, of the order
+        `candidate_orders()[index]`, zero-padded to the largest order; and the last two
+        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice)."""
         orders = self.candidate_orders()
         width = max(orders) + 1
 
         def branch(q):
             def expand(t, y, args, h):
-                control = terms.contr(t, t + h)
-
-                def rhs(s, y, args):
-                    return terms.vf_prod(t + s * h, y, args, control)
-
-                coeffs = self.method.expand(rhs, jnp.zeros_like(t), y, args, q)
+                coeffs = self._expand(terms, t, h, y, args, q)
                 pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
-                return tuple(coeffs + pad), _last_two_terms(coeffs)
+                last = jtu.tree_map(jnp.abs, coeffs[-1])
+                prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
+                return tuple(coeffs + pad), (prev, last)
 
             return expand
 
@@ -286,13 +275,12 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
         def leaf(a, b, u, v):
             scale = tolerance_scale(rtol, atol, a, b).astype(u.dtype)
-            u, v = u / scale, v / scale
             qq = jnp.asarray(orders, u.dtype)[index]
             lf = jnp.asarray(log_fs, u.dtype)[index]
-            # Each term measured with its own exponent, as Jorba & Zou's radius
-            # min_j (tol/|y^[j]|)^(1/j), and written in the exponent-1/q form ...
-            w = jnp.maximum(v, u ** (qq / (qq - 1)))
-            # ... then at the reference order p, for controllers' static exponent 1/p.
+            # Each term measured with its own exponent (Jorba & Zou's radius), in the
+            # exponent-1/q form, then at the reference order p, for controllers'
+            # static exponent 1/p.
+            w = term_error(u / scale, v / scale, qq)
             w = w ** (p / qq) * jnp.exp(p * (log_fp - lf))
             return w * scale
 
@@ -300,102 +288,70 @@ class Taylor(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
     # -- diffrax interface ------------------------------------------------------------
 
-    @property
-    def starts_with_zero_step(self) -> bool:
-        """Whether this solver was handed a `TaylorController`'s tolerances, in which
-        case that controller makes the first step of zero length and the solver gets
-        the coefficients at `y0` from its own step (see `taylorode._handshake`)."""
-        return isinstance(self.root_finder.norm, TaylorControllerNorm)
-
-    def init(self, terms, t0, t1, y0, args):
-        check_ode_term(terms, "taylorode.Taylor")
-        if self.taylor_order is None:
-            check_controller_precision(y0, self._tolerances()[:2])
-        else:
-            check_controller_precision(y0)
+    def _unit_expansion(self, terms, t0, y0, args):
+        """The coefficients at `(t0, y0)` for a step of length 1 (unscaled), their
+        order index, and the error estimate of a step of length 1 from there."""
+        h = jnp.ones_like(jnp.asarray(t0))
         index = self._next_order_index(y0)
-        counts = jnp.zeros(len(self.candidate_orders()), jnp.int32)
-        if self.starts_with_zero_step:
-            # Only `y0` itself: a zero-length step sums to it, and computes the rest.
-            width = max(self.candidate_orders()) + 1
-            zeros = jtu.tree_map(jnp.zeros_like, y0)
-            coeffs = (y0,) + (zeros,) * (width - 1)
-            h = jnp.ones_like(jnp.asarray(t1 - t0))
-        else:
-            h = _reference_step(t0, t1)
-            coeffs, _ = self._expand_at(terms, t0, y0, args, h, index)
-        return TaylorState(coeffs=coeffs, h_ref=h, index=index, counts=counts, orders=self.candidate_orders())
+        coeffs, last_two = self._expand_at(terms, t0, y0, args, h, index)
+        return coeffs, index, self._error(last_two, y0, y0, index)
 
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+    def _unit_error(self):
+        return jtu.Partial(_unit_error, self)
+
+    def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> TaylorState:
+        self._check_init(terms, y0)
+        # The same expansion as the protocol's `unit_error` (which the controller may
+        # call to size the first step), so XLA computes it once.
+        coeffs, index, _ = self._unit_expansion(terms, t0, y0, args)
+        return TaylorState(
+            coeffs=coeffs,
+            h_ref=jnp.ones_like(jnp.asarray(t0)),
+            index=index,
+            counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
+            orders=self.candidate_orders(),
+        )
+
+    def step(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: TaylorState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, TaylorState, RESULTS]:
         state = solver_state
-        h = t1 - t0
+        h = reference_step(t0, t1)
         if made_jump is not False:
-            state = self._after_jump(terms, t0, y0, args, h, state, made_jump)
-        # This step's coefficients: the ones carried from the end of the last step,
-        # rescaled from that step's length to this one's.
-        ratio = (h / state.h_ref).astype(state.h_ref.dtype)
-        width = max(self.candidate_orders()) + 1
-        powers = [jnp.ones_like(ratio)]
-        for _ in range(width - 1):
-            powers.append(powers[-1] * ratio)
-        # (Order 0 is the step's own y0, which the carried one equals in a solve.)
-        coeffs = [y0] + [
-            jtu.tree_map(lambda c: c * pk.astype(c.dtype), ck)
-            for ck, pk in zip(state.coeffs[1:], powers[1:])
-        ]
+            index = eqxi.unvmap_max(state.index)
+            state = refresh_after_jump(
+                state, t0, h, made_jump, lambda h_ref: self._expand_at(terms, t0, y0, args, h_ref, index)[0]
+            )
+        # This step's coefficients: the ones carried from the end of the last step
+        # (or computed by `init`, or after a jump), rescaled from that step's length
+        # to this one's.
+        coeffs = rescale(state.coeffs, state.h_ref, y0, h)
         y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
-        h_next_ref = _reference_step(t0, t1)
         index = self._next_order_index(y1)
-        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_next_ref, index)
+        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h, index)
         y_error = self._error(last_two, y0, y1, index)
-        # Non-finite coefficients where the solution is known to be (this step's start,
-        # or the end of the controller's zero-length first step, which is y0, seen
-        # through its error estimate) cannot be cured by a smaller step: say why,
-        # instead of rejecting until max_steps.
-        bad = ~_all_finite(state.coeffs) | ((h == 0) & ~_all_finite(y_error))
-        y1 = eqx.error_if(y1, bad, _NONFINITE_MESSAGE)
+        # Non-finite coefficients where the solution is known (this step's start)
+        # cannot be cured by a smaller step: say why, instead of rejecting until
+        # max_steps.
+        y1 = eqx.error_if(y1, ~all_finite(coeffs), _NONFINITE_MESSAGE)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
-        counts = state.counts + jnp.where(h == 0, 0, taken)
         new_state = TaylorState(
-            coeffs=next_coeffs, h_ref=h_next_ref, index=index, counts=counts, orders=state.orders
+            coeffs=next_coeffs, h_ref=h, index=index, counts=state.counts + taken, orders=state.orders
         )
-        dense_info = dict(coeffs=stack(coeffs))
-        return y1, y_error, dense_info, new_state, RESULTS.successful
-
-    def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
-        index = eqxi.unvmap_max(state.index)
-        return refresh_after_jump(
-            state, t0, h, made_jump, lambda h_ref: self._expand_at(terms, t0, y0, args, h_ref, index)[0]
-        )
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
+        return y1, y_error, dict(coeffs=stack(coeffs)), new_state, RESULTS.successful
 
 
-def refresh_after_jump(state, t0, h, made_jump, expand):
-    """After a jump in the vector field the coefficients carried in `state` (fields
-    `coeffs` and `h_ref`) are stale: recompute them at the step's start with
-    `expand(h_ref)`, in a real conditional (taken rarely; batch-uniform under vmap)."""
-    h = _reference_step(t0, t0 + h)
-
-    def fresh(_):
-        return tuple(expand(h)), h
-
-    def carried(_):
-        return state.coeffs, state.h_ref
-
-    coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
-    coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
-    h_ref = jnp.where(made_jump, h_ref, state.h_ref)
-    return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
-
-
-def _reference_step(t0, t1):
-    """`t1 - t0`, or 1 for an empty step (coefficients scaled by 0 would lose them)."""
-    h = jnp.asarray(t1 - t0)
-    return jnp.where(h == 0, jnp.ones_like(h), h)
+def _unit_error(solver, terms, t0, y0, args):
+    return solver._unit_expansion(terms, t0, y0, args)[2]
 
 
 def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:
@@ -419,15 +375,6 @@ def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:
     return orders
 
 
-def _last_two_terms(coeffs: list):
-    """`(|c_{q-1}|, |c_q|)`, the last two terms of an order-q series (for q = 1, the
-    last term twice)."""
-    last = jtu.tree_map(jnp.abs, coeffs[-1])
-    if len(coeffs) < 3:
-        return last, last
-    return jtu.tree_map(jnp.abs, coeffs[-2]), last
-
-
 def order_counts(solution) -> dict[int, Any]:
     """Accepted steps per Taylor order in a solve by [`taylorode.Taylor`][].
 
@@ -443,11 +390,7 @@ def order_counts(solution) -> dict[int, Any]:
     **Returns:**
 
     A dict from order to the number of accepted steps taken at it (arrays, with any
-    batch axes of the solve). The zero-length first step that
-    [`taylorode.TaylorController`][] makes with `Taylor()` or `Taylor(orders=...)` is not
-    counted, so there the counts sum to `solution.stats["num_accepted_steps"] - 1`;
-    otherwise (a fixed `Taylor(order=p)`, or another controller) to
-    `solution.stats["num_accepted_steps"]`.
+    batch axes of the solve); the counts sum to `solution.stats["num_accepted_steps"]`.
     """
     state = getattr(solution, "solver_state", None)
     if not isinstance(state, TaylorState):

@@ -8,13 +8,18 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
-from diffrax import AbstractAdaptiveStepSizeController, RESULTS
+from diffrax import RESULTS, AbstractAdaptiveStepSizeController
 from jaxtyping import PyTree
 
-from .._coefficients import resolve_method
-from .._handshake import TaylorControllerNorm
-from .._order import jorba_zou_factor, tolerance_scale
-from .._solver.taylor import Taylor
+from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from .._jorba_zou import step_factor, tolerance_scale
+from .._precision import warn_if_tolerance_below_precision
+from .._protocol import TaylorFunc
+
+
+# (at_dtmin, approved): whether the last step was forced to dtmin, and the longest next
+# step that is sized from the coefficients where it starts (0: none; test it).
+_ControllerState = tuple[BoolScalarLike, RealScalarLike]
 
 
 class TaylorController(AbstractAdaptiveStepSizeController):
@@ -24,7 +29,13 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     Use it with [`taylorode.Taylor`][]. The solver's error estimate $e$ is, per
     component, the larger of the last two terms $|\hat c_{p-1}|, |\hat c_p|$ of the
     series at the *end* of the step just taken, for a step of the same length $h$
-    ($\hat c_j = y^{[j]} h^j$). The controller measures it against the tolerance,
+    ($\hat c_j = y^{[j]} h^j$; each term with its own exponent where the solver takes
+    its order from the tolerance, see [`taylorode.Taylor`][]). This is the whole
+    solver–controller protocol: `diffeqsolve` hands the controller the solver's
+    `func`, whose type says that the solver's `y_error` is this estimate, and the
+    estimate itself; a solver whose estimate is something else (diffrax's solvers,
+    taylorode's implicit ones) is refused at trace time, with a pointer to
+    `diffrax.PIDController`. The controller measures it against the tolerance,
     $r = \|e / (\text{atol} + \text{rtol}\max(|y_0|, |y_1|))\|_\infty$, and:
 
     - sizes the next step by Jorba & Zou's rule from the coefficients where it starts:
@@ -41,16 +52,14 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     the same distance $(ε/e^2)^{1/p}$ from the radius), so `rtol` and `atol` play the
     parts of heyoka's relative and absolute tolerance.
 
-    **First step.** With `Taylor()` (order from the tolerance), and with
-    `Taylor(order=p)` and `dt0=None`, the first step is of zero length: it gives the
-    controller the coefficients at $y_0$ from the solver's own step, and the step after
-    it is sized from them (no longer than `dt0` where one is given). It counts in
-    diffrax's `num_accepted_steps`. With `Taylor(order=p)` and a `dt0`, the step of
-    length `dt0` is tested like any other. With other solvers and `dt0=None`, the first
-    step is sized from one coefficient set computed here.
+    **First step.** Of length `dt0` where one is given, and then tested like any
+    other. Otherwise by the same rule as every later step, from the coefficients at
+    $y_0$: the solver's `func` gives its error estimate for a step of length 1 from
+    there (the protocol, [`taylorode.TaylorFunc`][]), computed from the same expansion
+    that the solver's `init` makes, so XLA computes it once.
 
     A zero error estimate (a polynomial solution, or a zero vector field) grows the
-    step by `factormax`.
+    step by `factormax` (the first step: to the end of the interval).
 
     ??? cite "References"
 
@@ -77,71 +86,60 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     factormin: float = 0.2
     factormax: float = 10.0
 
-    def __init__(
-        self,
-        rtol: float,
-        atol: float,
-        norm: Callable[[PyTree], jax.Array] = optx.max_norm,
-        dtmin: float | None = None,
-        dtmax: float | None = None,
-        force_dtmin: bool = True,
-        factormin: float = 0.2,
-        factormax: float = 10.0,
-    ):
-        self.rtol = rtol
-        self.atol = atol
-        self.norm = norm if isinstance(norm, TaylorControllerNorm) else TaylorControllerNorm(norm)
-        self.dtmin = dtmin
-        self.dtmax = dtmax
-        self.force_dtmin = force_dtmin
-        self.factormin = factormin
-        self.factormax = factormax
+    def __check_init__(self):
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            try:
+                bad = bool(jnp.any(jnp.asarray(value) < 0)) or not bool(jnp.all(jnp.isfinite(jnp.asarray(value))))
+            except jax.errors.ConcretizationTypeError:  # traced: checked by diffrax's loop
+                continue
+            if bad:
+                raise ValueError(
+                    f"TaylorController: `{name}` must be finite and non-negative; got "
+                    f"{value!r}."
+                )
 
-    def wrap(self, direction):
+    def wrap(self, direction) -> "TaylorController":
         return self
 
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        at_dtmin = jnp.array(False)
+    def init(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        dt0: RealScalarLike | None,
+        args: Args,
+        func: Callable,
+        error_order: RealScalarLike | None,
+    ) -> tuple[RealScalarLike, _ControllerState]:
+        if not (isinstance(func, TaylorFunc) and func.unit_error is not None):
+            what = (
+                f"taylorode.{func.solver_name}, whose error estimate is a local error"
+                if isinstance(func, TaylorFunc)
+                else "a solver that is not a taylorode.Taylor"
+            )
+            raise ValueError(
+                "taylorode.TaylorController sizes steps from the Taylor coefficients "
+                "that taylorode.Taylor reports as its error estimate, and was given "
+                f"{what}. Use diffrax.PIDController(rtol=..., atol=...) with this "
+                "solver, or use taylorode.Taylor()."
+            )
+        warn_if_tolerance_below_precision(y0, self.rtol, self.atol)
         dtype = jnp.result_type(t0, jnp.asarray(t0) * 1.0)
-        no_cap = jnp.array(jnp.inf, dtype)
-        solver = getattr(func, "__self__", None)
-        handshake = getattr(solver, "starts_with_zero_step", False)
-        if handshake or (dt0 is None and isinstance(solver, Taylor)):
-            # A zero-length first step gives the solver the coefficients at y0 from its
-            # own step, and the step after it is sized from them (no longer than `dt0`
-            # where one is given). `Taylor()` handed our norm (see
-            # `taylorode._handshake`) computes them only there; `Taylor(order=p)` has
-            # them from its `init` already, and the step's error estimate carries them
-            # here: either way no extra coefficient kernel is compiled for this.
-            cap = no_cap if dt0 is None else jnp.asarray(dt0, dtype)
-            return t0, (at_dtmin, jnp.zeros((), dtype), cap)
+        at_dtmin = jnp.array(False)
         if dt0 is not None:
             # A step of the user's length is checked, not taken on trust.
-            return t0 + dt0, (at_dtmin, jnp.zeros((), dtype), no_cap)
-        if error_order is None:
-            raise ValueError("TaylorController needs a solver with an error order (use taylorode.Taylor).")
-        # The first step from the radius at y0: one coefficient set of the solver's order,
-        # by the solver's own coefficient method when it has one (`func` is the solver's
-        # bound `func` method).
-        p = int(error_order)
-        method = getattr(getattr(func, "__self__", None), "method", "recurrence")
-        unit = terms.contr(t0, t0 + 1)
-
-        def rhs(t, y, args):
-            return terms.vf_prod(t, y, args, unit)
-
-        coeffs = resolve_method(method).expand(rhs, t0, y0, args, p)
-        radius = jnp.inf
-        for j in (p - 1, p):
-            if j < 1:
-                continue
-            r = self.norm(jtu.tree_map(lambda y, c: c / tolerance_scale(self.rtol, self.atol, y, y), y0, coeffs[j]))
-            radius = jnp.minimum(radius, jnp.where(r > 0, r ** (-1.0 / j), jnp.inf))
-        dt = lax.stop_gradient(radius * jorba_zou_factor(p))
+            return t0 + dt0, (at_dtmin, jnp.zeros((), dtype))
+        # The first step by the same rule as every later one, from the solver's error
+        # estimate for a step of length 1 from y0; approved in advance.
+        y_error = func.unit_error(terms, t0, y0, args)
+        r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y0, y_error))
+        dt = lax.stop_gradient(step_factor(jnp.asarray(r), int(error_order))).astype(dtype)
         dt = jnp.where(jnp.isfinite(dt), dt, jnp.abs(t1 - t0))
         approved = dt
         dt = self._clip(dt)
-        return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, approved.astype(dtype), no_cap)
+        return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, approved)
 
     def _clip(self, dt):
         if self.dtmax is not None:
@@ -150,40 +148,44 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             dt = jnp.maximum(dt, self.dtmin)
         return dt
 
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+    def adapt_step_size(
+        self,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        y1_candidate: Y,
+        args: Args,
+        y_error: Y | None,
+        error_order: RealScalarLike | None,
+        controller_state: _ControllerState,
+    ) -> tuple[BoolScalarLike, RealScalarLike, RealScalarLike, BoolScalarLike, _ControllerState, RESULTS]:
         del args
         if y_error is None:
             raise RuntimeError("TaylorController needs a solver that provides an error estimate.")
-        at_dtmin, approved, cap = controller_state
+        at_dtmin, approved = controller_state
         p = int(error_order)
         h = t1 - t0
-        # The solver's error estimate is for a step of length h, or of length 1 after
-        # the zero-length first step (see `taylorode._handshake`).
-        zero_step = h == 0
-        h_ref = jnp.where(zero_step, jnp.ones_like(h), h)
         r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y1_candidate, y_error))
         r = lax.stop_gradient(jnp.asarray(r))
         # A step no longer than the one sized from the coefficients at its start is
-        # accepted as it is (Jorba & Zou; heyoka never rejects); any other step must
-        # pass the test r <= 1 on its error estimate. Non-finite estimates never pass.
+        # accepted as it is (Jorba & Zou; heyoka never rejects); any other step (the
+        # first, a user's `dt0`, one cut by `dtmax` or the end of the interval is
+        # shorter, so approved too) must pass the test r <= 1 on its error estimate.
+        # Non-finite estimates never pass.
         pre_approved = (h <= approved * (1 + 1e-6)) & jnp.isfinite(r)
         keep = pre_approved | (r <= 1)
         if self.dtmin is not None:
             keep = keep | at_dtmin
-        factor = jnp.where(r > 0, r ** (-1.0 / p), jnp.inf) * jorba_zou_factor(p)
         # The solver's estimate comes from the coefficients at the end of the step,
         # where the next step starts: a step up to `h * factor` from there is sized
         # by Jorba & Zou's rule, so it is approved in advance.
-        approved = jnp.where(keep, h_ref * factor.astype(jnp.result_type(h)), 0)
+        factor = step_factor(r, p)
+        approved = jnp.where(keep, h * factor.astype(jnp.result_type(h)), 0)
         approved = lax.stop_gradient(approved)
         factormax = jnp.where(keep, self.factormax, 1.0)
-        clipped = jnp.clip(factor, self.factormin, factormax)
-        factor = jnp.where(zero_step, factor, clipped)
+        factor = jnp.clip(factor, self.factormin, factormax)
         factor = eqxi.nondifferentiable(lax.stop_gradient(factor))
-        dt = h_ref * factor.astype(jnp.result_type(h))
-        dt = jnp.where(jnp.isfinite(dt), dt, cap)
-        dt = jnp.minimum(dt, cap.astype(dt.dtype))
-        cap = jnp.where(keep & ~zero_step, jnp.inf, cap)
+        dt = h * factor.astype(jnp.result_type(h))
         result = RESULTS.successful
         if self.dtmax is not None:
             dt = jnp.minimum(dt, self.dtmax)
@@ -194,7 +196,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             dt = jnp.maximum(dt, self.dtmin)
         next_t0 = jnp.where(keep, t1, t0)
         next_t1 = next_t0 + dt
-        return keep, next_t0, next_t1, False, (at_dtmin, approved, cap), result
+        return keep, next_t0, next_t1, False, (at_dtmin, approved), result
 
 
 def _scale_fn(rtol, atol):
@@ -213,7 +215,6 @@ TaylorController.__init__.__doc__ = """**Arguments:**
 - `norm`: how the scaled error estimate is reduced to a number; default the
     infinity norm (as in Jorba & Zou and heyoka).
 - `dtmin`, `dtmax`: smallest and largest step allowed.
-- (`dt0` of `diffeqsolve`): with `Taylor()`, an upper bound on the first step.
 - `force_dtmin`: at `dtmin`, accept the step anyway (`True`) or stop the solve with
     `RESULTS.dt_min_reached` (`False`).
 - `factormin`, `factormax`: bounds on the ratio of successive steps.

@@ -1,0 +1,79 @@
+"""Everything taylorode relies on in diffrax beyond its documented solver and
+controller interfaces, in one place (`tests/test_interop.py` checks each item against
+the installed diffrax, so that a diffrax change fails loudly there).
+
+- **Term check.** A Taylor step expands dy/ds = vf_prod(t0 + s h, y, args,
+  contr(t0, t1)): exact when the control is linear in time, i.e. for an ODE. diffrax
+  wraps the user's term before any step (`WrapTerm`, to reverse time) and builds
+  `AdjointTerm`s for `BacksolveAdjoint`, so a solver's `term_structure` has to admit
+  any `AbstractTerm`; `check_ode_term` looks through those wrappers (by their `term`
+  attribute, so a renamed wrapper still works) and raises diffrax's own
+  `TermAndSolverIncompatible` (the only private name imported from diffrax).
+- **The tolerance channel.** `diffeqsolve` fills the `rtol`, `atol` and `norm` of an
+  implicit solver's `root_finder` that are marked "from the controller" with the
+  adaptive step-size controller's own (`diffrax.with_stepsize_controller_tols`, a
+  public function). `ControllerTolerances` is such a slot for a solver that needs the
+  tolerances but solves no equations (`taylorode.Taylor()` takes its order from them);
+  `filled_tolerances` reads it back, or says that nothing was filled in.
+"""
+
+from typing import Any
+
+import equinox as eqx
+from diffrax import AbstractTerm, ODETerm, with_stepsize_controller_tols
+
+
+try:  # diffrax's own error type, so that users catch one exception for both checks
+    from diffrax._integrate import TermAndSolverIncompatible
+except ImportError:  # pragma: no cover - a diffrax that moved it (test_interop fails)
+
+    class TermAndSolverIncompatible(ValueError):
+        pass
+
+
+def check_ode_term(terms: AbstractTerm, solver_name: str) -> None:
+    """Raise `TermAndSolverIncompatible` unless `terms` is (a wrapped) `ODETerm`."""
+    term = terms
+    while not isinstance(term, ODETerm) and isinstance(getattr(term, "term", None), AbstractTerm):
+        term = term.term
+    if not isinstance(term, ODETerm):
+        raise TermAndSolverIncompatible(
+            f"{solver_name} solves ordinary differential equations and needs a "
+            f"diffrax.ODETerm, but got {type(term).__name__}. Control and SDE terms "
+            "(ControlTerm, MultiTerm with a Brownian motion) need a diffrax SDE solver "
+            "such as diffrax.Heun or diffrax.SPaRK; a sum of vector fields can be "
+            "written as one ODETerm."
+        )
+
+
+class ControllerTolerances(eqx.Module):
+    """A `root_finder` slot through which `diffeqsolve` hands the adaptive step-size
+    controller's `rtol`, `atol` and `norm` to a solver (see the module doc)."""
+
+    rtol: Any
+    atol: Any
+    norm: Any
+
+
+# diffrax's marker for "filled in from the controller" (public route to the object).
+_FROM_CONTROLLER = with_stepsize_controller_tols(ControllerTolerances)().rtol
+
+
+def tolerance_slot() -> ControllerTolerances:
+    """An empty slot, to be filled by `diffeqsolve` from an adaptive controller."""
+    return with_stepsize_controller_tols(ControllerTolerances)()
+
+
+def no_tolerances() -> ControllerTolerances:
+    """A slot that asks for nothing (so that fixed step sizes are allowed)."""
+    return ControllerTolerances(None, None, None)
+
+
+def filled_tolerances(slot) -> tuple[Any, Any, Any] | None:
+    """`(rtol, atol, norm)` of a root finder whose tolerances `diffeqsolve` filled in
+    from the controller, or `None` where any of them is still the "from the
+    controller" marker (no adaptive controller) or was never asked for."""
+    values = (getattr(slot, "rtol", None), getattr(slot, "atol", None), getattr(slot, "norm", None))
+    if any(v is _FROM_CONTROLLER or v is None for v in values):
+        return None
+    return values

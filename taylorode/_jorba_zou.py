@@ -1,0 +1,109 @@
+"""Jorba & Zou's model of a Taylor step: order from the tolerance, radius of
+convergence, step length and work per unit time. The one place where this model is
+written; the solver's error estimate (`taylorode.Taylor`), the step-size controller
+(`taylorode.TaylorController`) and the diagnostics (`taylorode.stiffness_diagnostics`)
+all use it.
+
+A Taylor series with radius of convergence rho has terms that decay like `(h/rho)^j`.
+At relative tolerance eps an order-i step can be `h_i = rho * eps^(1/i) * F(i)` long,
+with `F(i) = exp(-2/i - 0.7/(i-1))` their safety factor (`jorba_zou_factor`). The radius
+is estimated from the last two coefficients, `rho = min_j (eps / |y^[j]|)^(1/j)` over
+`j = p-1, p` with the tolerance-scaled norm (`radius_from_terms`). An order-i
+coefficient set costs about `i^2` (Cauchy products), so the work per unit time is
+`i^2 / h_i`. The radius cancels when orders are compared, which leaves a function of eps
+alone; its minimum over real i is at `i = -ln(eps)/2`, which is Jorba & Zou's order rule
+`p = ceil(-ln(eps)/2 + 1)` (`order_from_tolerance`).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+
+def tolerance_scale(rtol, atol, y0, y1) -> Array:
+    """`atol + rtol * max(|y0|, |y1|)` per component, in the dtype of `y0`: what an
+    error is measured against (as diffrax's `PIDController` does)."""
+    y = jnp.maximum(jnp.abs(y0), jnp.abs(y1))
+    with jax.numpy_dtype_promotion("standard"):
+        return (atol + rtol * y).astype(jnp.result_type(y0))
+
+
+def jorba_zou_factor(order: int) -> float:
+    """`exp(-2/p - 0.7/(p-1))`: the step, as a fraction of the radius of convergence
+    measured against the tolerance, that Jorba & Zou's rule takes at order p."""
+    p = max(int(order), 2)
+    return math.exp(-2.0 / p - 0.7 / (p - 1))
+
+
+def order_from_tolerance(eps: float, max_order: int) -> int:
+    """Jorba & Zou's order `max(2, ceil(-ln(eps)/2 + 1))`, at most `max_order`."""
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"The tolerance must be positive and finite; got {eps!r}.")
+    return min(max(2, math.ceil(-0.5 * math.log(eps) + 1)), max_order)
+
+
+def concrete_tolerance(rtol, atol) -> float:
+    """The static tolerance the order is chosen from: `rtol`, or `atol` where
+    `rtol = 0` (the smallest entry where they are arrays)."""
+    try:
+        r = float(np.min(np.asarray(rtol)))
+        a = float(np.min(np.asarray(atol)))
+    except Exception as e:  # a tracer: the tolerance is only known at run time
+        raise ValueError(
+            "`taylorode.Taylor()` chooses its order from the step-size controller's "
+            "tolerance at trace time, but the tolerance is a traced value here (for "
+            "example a `jit` argument or a vmapped array). Give the order yourself, "
+            "`Taylor(order=p)`, or pass the tolerance as a Python float."
+        ) from e
+    if not (r >= 0 and a >= 0 and max(r, a) > 0 and math.isfinite(r) and math.isfinite(a)):
+        raise ValueError(
+            f"The tolerances must be finite, non-negative and not both zero; got "
+            f"rtol={rtol!r}, atol={atol!r}."
+        )
+    return r if r > 0 else a
+
+
+def term_error(u: ArrayLike, v: ArrayLike, q: int) -> Array:
+    """The error of an order-q step in the exponent-`1/q` form, from its last two terms
+    `u = |c_{q-1}|`, `v = |c_q|` measured against the tolerance: `max(v, u^(q/(q-1)))`,
+    so that `term_error^(-1/q) = min(u^(-1/(q-1)), v^(-1/q))` is the radius of
+    `radius_from_terms` in units of the step."""
+    return jnp.maximum(v, u ** (q / (q - 1)))
+
+
+def step_factor(r: ArrayLike, order: int) -> Array:
+    """`r^(-1/p) * F(p)`: the next step as a multiple of the last, from the error `r`
+    (in the `term_error` form, measured against the tolerance) of the series where it
+    starts; infinite where `r = 0` (a polynomial solution)."""
+    r = jnp.asarray(r)
+    safe = jnp.where(r > 0, r, 1)
+    return jnp.where(r > 0, safe ** (-1.0 / order), jnp.inf) * jorba_zou_factor(order)
+
+
+def radius_from_terms(log_scale: ArrayLike, log_norms: dict[int, ArrayLike]) -> Array:
+    """`min_j exp((log_scale - log_norms[j]) / j)`: the radius of convergence measured
+    against the scale `exp(log_scale)`, from the norms of the coefficients y^[j]. In
+    logarithms, so that a zero coefficient gives an infinite radius, not NaN."""
+    radius = jnp.asarray(jnp.inf)
+    for j, log_norm in log_norms.items():
+        radius = jnp.minimum(radius, jnp.exp((log_scale - log_norm) / j))
+    return radius
+
+
+def log_work_per_time(order: int, log_eps):
+    """`log(i^2 / h_i) + log(rho)` under Jorba & Zou's model (see the module doc)."""
+    i = float(order)
+    return 2.0 * math.log(i) - log_eps / i - math.log(jorba_zou_factor(order))
+
+
+def select_order_index(orders: tuple[int, ...], eps_eff) -> Array:
+    """Index into `orders` (ascending) of the order with the least estimated work per
+    unit time at effective relative tolerance `eps_eff` (traced)."""
+    eps_eff = jnp.asarray(eps_eff)
+    tiny = jnp.finfo(eps_eff.dtype).tiny
+    log_eps = jnp.log(jnp.clip(eps_eff, tiny, 1.0))
+    work = jnp.stack([log_work_per_time(q, log_eps) for q in orders])
+    return jnp.argmin(work).astype(jnp.int32)

@@ -1,0 +1,141 @@
+"""What taylorode's solvers share: coefficients from a Taylor-mode engine, scaled to a
+step; carrying them from one step's end to the next step's start; refreshing them after
+a jump in the vector field; the term check; `func`.
+
+Concrete solvers (`Taylor`, `HermiteObreschkoff`) subclass `AbstractTaylorSolver` and
+set data and their own `init`/`step`; `ExtrapolatedHermiteObreschkoff` wraps a
+`HermiteObreschkoff` instead of subclassing it.
+"""
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import equinox.internal as eqxi
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from diffrax import AbstractAdaptiveSolver, AbstractImplicitSolver, AbstractTerm
+from equinox import AbstractVar
+from jaxtyping import Array, PyTree
+
+from .._coefficients import AbstractTaylorMethod
+from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
+from .._interop import check_ode_term, filled_tolerances
+from .._interpolation import TaylorInterpolation
+from .._precision import warn_if_tolerance_below_precision
+from .._protocol import TaylorFunc
+
+
+class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
+    """Base of taylorode's solvers: Taylor coefficients from `method`, scaled to the step.
+
+    A concrete solver sets `method` and `root_finder` (fields), the class variables
+    `solver_name` (for messages) and `jorba_zou_estimate` (what its `y_error` is, see
+    [`taylorode.TaylorFunc`][]), and implements `order`, `error_order`, `init` and `step`.
+    """
+
+    method: AbstractVar[AbstractTaylorMethod]
+    root_finder: AbstractVar[Any]
+
+    solver_name: ClassVar[str]
+    jorba_zou_estimate: ClassVar[bool]
+
+    # Any term at the diffrax level (adjoint and time-reversed wrappers included);
+    # `init` checks that it is an ODE term underneath.
+    term_structure: ClassVar = AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., TaylorInterpolation]] = TaylorInterpolation
+
+    def _expand(self, terms, t: RealScalarLike, h: RealScalarLike, y: Y, args: Args, order: int) -> list[Y]:
+        """Scaled coefficients `h^i y^[i]`, i = 0..order, at `(t, y)` for a step of
+        length `h`: the series of the step's term in the normalised time s in [0, 1],
+        dy/ds = vf_prod(t + s h, y, args, contr(t, t + h)), which is right for diffrax's
+        time-reversed and adjoint terms as well as forward solves."""
+        return _scaled_expansion(self.method, terms, t, h, y, args, order)
+
+    def _check_init(self, terms, y0: Y) -> None:
+        """Trace-time checks of `init`: an ODE term; a tolerance the state's dtype can
+        reach, where the controller's tolerances were handed to the solver."""
+        check_ode_term(terms, f"taylorode.{self.solver_name}")
+        tols = filled_tolerances(self.root_finder)
+        if tols is not None:
+            warn_if_tolerance_below_precision(y0, tols[0], tols[1])
+
+    @property
+    def func(self) -> TaylorFunc:
+        """The vector field, `func(terms, t0, y0, args)`, as a `TaylorFunc` (the
+        solver–controller protocol, [`taylorode.TaylorFunc`][])."""
+        return TaylorFunc(self.solver_name, self.jorba_zou_estimate, self._unit_error())
+
+    def _unit_error(self) -> Callable | None:
+        """`unit_error` of the protocol ([`taylorode.TaylorFunc`][]): `None` unless the
+        solver's error estimate is the Jorba–Zou one."""
+        return None
+
+
+@eqx.filter_jit
+def _scaled_expansion(method, terms, t, h, y, args, order: int) -> list:
+    # One jitted function, so that the expansion's jaxpr is traced once per solve and
+    # reused wherever the same expansion is made again (diffrax traces `step` twice;
+    # `init` and `step` expand the same series).
+    control = terms.contr(t, t + h)
+
+    def rhs(s, y, args):
+        return terms.vf_prod(t + s * h, y, args, control)
+
+    return method.expand(rhs, jnp.zeros_like(t), y, args, order)
+
+
+def reference_step(t0: RealScalarLike, t1: RealScalarLike) -> Array:
+    """`t1 - t0`, or 1 for an empty step (coefficients scaled by 0 would lose them)."""
+    h = jnp.asarray(t1 - t0)
+    return jnp.where(h == 0, jnp.ones_like(h), h)
+
+
+def rescale(coeffs: tuple, h_ref: Array, y0: Y, h: RealScalarLike) -> list[Y]:
+    """Coefficients scaled by `h_ref` rescaled to the step length `h`:
+    `[y0, c_1 (h/h_ref), c_2 (h/h_ref)^2, ...]` (order 0 is the step's own `y0`, which
+    the carried one equals in a solve)."""
+    ratio = (h / h_ref).astype(h_ref.dtype)
+    out = [y0]
+    power = jnp.ones_like(ratio)
+    for ck in coeffs[1:]:
+        power = power * ratio
+        out.append(jtu.tree_map(lambda c, pk=power: c * pk.astype(c.dtype), ck))
+    return out
+
+
+def refresh_after_jump(state, t0, h, made_jump: BoolScalarLike, expand: Callable[[Array], list]):
+    """After a jump in the vector field the coefficients carried in `state` (fields
+    `coeffs` and `h_ref`) are stale: recompute them at the step's start with
+    `expand(h_ref)`, in a real conditional (taken rarely; batch-uniform under vmap)."""
+    h = reference_step(t0, t0 + h)
+
+    def fresh(_):
+        return tuple(expand(h)), h
+
+    def carried(_):
+        return state.coeffs, state.h_ref
+
+    coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
+    coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
+    h_ref = jnp.where(made_jump, h_ref, state.h_ref)
+    return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
+
+
+def all_finite(tree: PyTree) -> Array:
+    """Whether every entry of every leaf is finite (a boolean scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def weighted_sum(weights, series: list[Y], like: Y) -> Y:
+    """sum_i w_i x_i over PyTrees `series[i]` (Python-number weights, zero ones skipped)."""
+    terms = [
+        jtu.tree_map(lambda x, w=w: x * jnp.asarray(w, x.dtype), s)
+        for w, s in zip(weights, series)
+        if w != 0
+    ]
+    if not terms:
+        return jtu.tree_map(jnp.zeros_like, like)
+    return jtu.tree_map(lambda *xs: sum(xs[1:], xs[0]), *terms)
