@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test docs wheel-check bench clean
+.PHONY: demo test docs wheel-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,8 @@ wheel-check: $(STAMP)
 	  sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -y), taylorode.Taylor(order=4), 0.0, 1.0, 0.1, jnp.array(1.0)); \
 	  assert abs(float(sol.ys[-1]) - 0.36787944) < 1e-6; print('wheel OK:', taylorode.__version__, taylorode.__file__)"
 
+# Every benchmark script, then the tables of docs/benchmarks.md refreshed from the
+# results files they write (benchmarks/results_*.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_explicit.py
 	$(BIN)/python benchmarks/bench_engine.py
@@ -58,6 +60,14 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
 	$(BIN)/python benchmarks/bench_sensitivity.py
 	$(BIN)/python benchmarks/bench_compile.py
+	$(BIN)/python benchmarks/bench_compile.py --xla-flags=--xla_cpu_use_fusion_emitters=false \
+	  --out benchmarks/results_compile_no_emitters.md
+	$(BIN)/python benchmarks/render_docs.py
+
+# Smoke runs: every script end to end in a tiny configuration; the results go to
+# taylorode-bench-quick/ in the temporary folder, never to benchmarks/results_*.md.
+bench-quick: $(BENCH_STAMP)
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist build site

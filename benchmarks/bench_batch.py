@@ -16,31 +16,27 @@ float64 at tol 1e-10 and 1e-14 (rtol = atol = tol):
 
 Per (solver, tol): total wall time, time per trajectory, compile time, the largest error
 over the trajectories against the exact Kepler solution, and total steps. Problem,
-reference, error measure and timing rules are bench_control's.
+reference and error measure are `_problems.py`'s Kepler, timing the harness's.
 
     python benchmarks/bench_batch.py            # full run
     python benchmarks/bench_batch.py --quick    # smoke run (fewer trajectories)
     python benchmarks/bench_batch.py --n 256 --tols 1e-12 --solvers "heyoka batch"
 """
 
-import argparse
+import dataclasses
 import statistics
 import sys
 import time
-from pathlib import Path
 
+import _harness as h
+import _problems as P
 import diffrax
 import heyoka as hy
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_control as bc  # noqa: E402  (also enables float64 in JAX)
-
-import taylorode  # noqa: E402
+import taylorode
 
 
 N_TRAJECTORIES = 1000
@@ -56,19 +52,25 @@ REPEATS = 5  # timed runs after a warm-up (diffrax: best; heyoka: median)
 # --- Problem ----------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """The trajectories: (n, 4) initial states and their exact states at T1."""
+
+    y0s: np.ndarray
+    refs: np.ndarray
+    key: str = "batch"
+
+
 def initial_conditions(n):
-    """(n, 4) pericentre states (1 - e, 0, 0, sqrt((1 + e)/(1 - e))): a = 1, period
-    2 pi, e evenly spread over ECC_RANGE."""
+    """(n, 4) pericentre states: a = 1, period 2 pi, e evenly spread over ECC_RANGE."""
     e = np.linspace(*ECC_RANGE, n)
-    return np.stack(
-        [1 - e, np.zeros(n), np.zeros(n), np.sqrt((1 + e) / (1 - e))], axis=1
-    ), e
+    return P.kepler_pericentre_state(e), e
 
 
 def references(y0s):
-    """The exact state at T1 of each float64 problem (bench_control's Kepler-equation
-    solution in mpmath, each orbit's own a and e from its float64 y0)."""
-    return np.stack([bc.kepler_exact_from_apsis(y0, T1) for y0 in y0s])
+    """The exact state at T1 of each float64 problem (each orbit's own a and e from its
+    float64 y0, Kepler's equation in mpmath)."""
+    return np.stack([P.kepler_exact_from_apsis(y0, T1) for y0 in y0s])
 
 
 def check_reference(y0s, refs, picks=3):
@@ -76,8 +78,8 @@ def check_reference(y0s, refs, picks=3):
     few trajectories (first, middle, last)."""
     idx = np.unique(np.linspace(0, len(y0s) - 1, picks).astype(int))
     return max(
-        bc.mixed_error(
-            bc.heyoka_reference(bc.kepler_heyoka, y0s[i], T1, hy.real128)[0], refs[i]
+        h.mixed_error(
+            P.heyoka_reference(P.kepler_heyoka, y0s[i], T1, hy.real128)[0], refs[i]
         )
         for i in idx
     )
@@ -91,15 +93,7 @@ def errors(ys, refs):
 # --- Solvers ----------------------------------------------------------------------
 
 
-SOLVERS = {}
-
-
-def solver(name):
-    def register(fn):
-        SOLVERS[name] = fn
-        return fn
-
-    return register
+SOLVERS = h.Registry()
 
 
 def result(*, ys, refs, accepted, rejected, compile_s, times, stat, order, notes=""):
@@ -124,7 +118,7 @@ def result(*, ys, refs, accepted, rejected, compile_s, times, stat, order, notes
 def single_solve(diffrax_solver, controller, taylor):
     def solve(y0):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(bc.kepler),
+            diffrax.ODETerm(P.kepler),
             diffrax_solver,
             t0=0.0,
             t1=T1,
@@ -145,107 +139,89 @@ def single_solve(diffrax_solver, controller, taylor):
     return solve
 
 
-def run_vmap(y0s, refs, diffrax_solver, controller, *, taylor, order):
+def run_vmap(batch, settings, diffrax_solver, controller, *, taylor, order):
     """`jax.jit(jax.vmap(solve))` over all trajectories: compiled once by lower +
-    compile, a warm-up call, then the best of REPEATS calls."""
-    solve = jax.jit(jax.vmap(single_solve(diffrax_solver, controller, taylor)))
-    y0 = jnp.asarray(y0s)
-    start = time.perf_counter()
-    compiled = solve.lower(y0).compile()
-    compile_s = time.perf_counter() - start
-    out = jax.block_until_ready(compiled(y0))
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled(y0))
-        times.append(time.perf_counter() - start)
+    compile, a warm-up call, then the best of `settings.diffrax_repeats` calls."""
+    y0 = jnp.asarray(batch.y0s)
+    compiled, compile_s = h.compile_timed(
+        jax.vmap(single_solve(diffrax_solver, controller, taylor)), y0
+    )
+    times, out = h.time_calls(compiled, y0, repeats=settings.diffrax_repeats)
     ys, acc, rej, counts = jax.tree_util.tree_map(np.asarray, out)
     notes = ""
     if taylor:
-        # TaylorController's zero-length first step counts as accepted; not taken.
-        acc = acc - 1
         order = {int(q): int(n.sum()) for q, n in counts.items()}
         if sum(order.values()) != acc.sum():
             notes = (f"order_counts sum to {sum(order.values())}, but "
-                     f"num_accepted_steps - 1 sums to {acc.sum()}")
+                     f"num_accepted_steps sums to {acc.sum()}")
     return result(
-        ys=ys, refs=refs, accepted=acc.sum(), rejected=rej.sum(), compile_s=compile_s,
-        times=times, stat="best", order=order, notes=notes,
+        ys=ys, refs=batch.refs, accepted=acc.sum(), rejected=rej.sum(),
+        compile_s=compile_s, times=times, stat="best", order=order, notes=notes,
     )
 
 
-@solver("Taylor()+TC vmap")
-def taylor_vmap(y0s, refs, tol):
+@SOLVERS.add("Taylor()+TC vmap")
+def taylor_vmap(batch, tol, settings):
     return run_vmap(
-        y0s, refs, taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol),
+        batch, settings, taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol),
         taylor=True, order=None,
     )
 
 
-@solver("Taylor(orders)+TC vmap")
-def taylor_orders_vmap(y0s, refs, tol):
-    p = bc.heyoka_order(tol)
+@SOLVERS.add("Taylor(orders)+TC vmap")
+def taylor_orders_vmap(batch, tol, settings):
+    p = h.heyoka_order(tol)
     return run_vmap(
-        y0s, refs, taylorode.Taylor(orders=(p - 2, p, p + 2)),
+        batch, settings, taylorode.Taylor(orders=(p - 2, p, p + 2)),
         taylorode.TaylorController(rtol=tol, atol=tol), taylor=True, order=None,
     )
 
 
-@solver("Dopri8+PID vmap")
-def dopri8_vmap(y0s, refs, tol):
+@SOLVERS.add("Dopri8+PID vmap")
+def dopri8_vmap(batch, tol, settings):
     return run_vmap(
-        y0s, refs, diffrax.Dopri8(), diffrax.PIDController(rtol=tol, atol=tol),
+        batch, settings, diffrax.Dopri8(), diffrax.PIDController(rtol=tol, atol=tol),
         taylor=False, order=8,
     )
 
 
-@solver("Taylor()+TC loop")
-def taylor_loop(y0s, refs, tol):
+@SOLVERS.add("Taylor()+TC loop")
+def taylor_loop(batch, tol, settings):
     """The single-trajectory solve, jitted, called once per trajectory from Python
     (one timed pass over all trajectories after a warm-up pass)."""
-    solve = jax.jit(single_solve(
+    y0 = [jnp.asarray(y) for y in batch.y0s]
+    compiled, compile_s = h.compile_timed(single_solve(
         taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol), True
-    ))
-    y0 = [jnp.asarray(y) for y in y0s]
-    start = time.perf_counter()
-    compiled = solve.lower(y0[0]).compile()
-    compile_s = time.perf_counter() - start
-    outs = [jax.block_until_ready(compiled(y)) for y in y0]  # warm-up pass
-    start = time.perf_counter()
-    outs = [jax.block_until_ready(compiled(y)) for y in y0]
-    times = [time.perf_counter() - start]
+    ), y0[0])
+    one_pass = lambda: [jax.block_until_ready(compiled(y)) for y in y0]  # noqa: E731
+    times, outs = h.time_calls(one_pass, repeats=1, block=False)
     ys = np.stack([np.asarray(o[0]) for o in outs])
-    acc = sum(int(o[1]) - 1 for o in outs)
+    acc = sum(int(o[1]) for o in outs)
     rej = sum(int(o[2]) for o in outs)
     order = {}
     for o in outs:
         for q, n in o[3].items():
             order[int(q)] = order.get(int(q), 0) + int(n)
     return result(
-        ys=ys, refs=refs, accepted=acc, rejected=rej, compile_s=compile_s,
+        ys=ys, refs=batch.refs, accepted=acc, rejected=rej, compile_s=compile_s,
         times=times, stat="one pass", order=order,
     )
 
 
-def heyoka_construct(cls, state, tol):
-    hy.llvm_state.set_diskcache_enabled(False)
-    hy.llvm_state.clear_memcache()
-    start = time.perf_counter()
-    ta = cls(bc.kepler_heyoka(), state, tol=tol)
-    return ta, time.perf_counter() - start
-
-
-@solver("heyoka batch")
-def heyoka_batch(y0s, refs, tol):
+@SOLVERS.add("heyoka batch")
+def heyoka_batch(batch, tol, settings):
     """`taylor_adaptive_batch` of the recommended SIMD width; the trajectories in
     chunks of that width (the last one padded), each chunk reset and propagated to
-    T1. Run = median of REPEATS passes over all chunks."""
+    T1. Run = median of `settings.heyoka_repeats` passes over all chunks."""
+    y0s = batch.y0s
     bs = hy.recommended_simd_size()
     n = len(y0s)
     n_chunks = -(-n // bs)
     padded = np.concatenate([y0s, np.repeat(y0s[-1:], n_chunks * bs - n, axis=0)])
     chunks = padded.reshape(n_chunks, bs, 4).transpose(0, 2, 1).copy()  # (c, 4, bs)
-    ta, compile_s = heyoka_construct(hy.taylor_adaptive_batch, chunks[0], tol)
+    ta, compile_s = h.heyoka_build(
+        hy.taylor_adaptive_batch, P.kepler_heyoka, chunks[0], tol=tol
+    )
     zeros, t1 = np.zeros(bs), np.full(bs, T1)
 
     def one_pass():
@@ -261,28 +237,28 @@ def heyoka_batch(y0s, refs, tol):
             steps.append([res[3] for res in ta.propagate_res])
         return np.concatenate(ys)[:n], np.concatenate(steps)[:n]
 
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        ys, steps = one_pass()
-        times.append(time.perf_counter() - start)
+    times, (ys, steps) = h.time_calls(
+        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
+    )
     return result(
-        ys=ys, refs=refs, accepted=steps.sum(), rejected=None, compile_s=compile_s,
-        times=times, stat="median", order=ta.order,
+        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
+        compile_s=compile_s, times=times, stat="median", order=ta.order,
         notes=f"batch size {bs} ({n_chunks} chunks"
         + (f", the last padded with {n_chunks * bs - n} copies)" if n % bs else ")"),
     )
 
 
-@solver("heyoka one by one")
-def heyoka_single(y0s, refs, tol):
+@SOLVERS.add("heyoka one by one")
+def heyoka_single(batch, tol, settings):
     """One `taylor_adaptive`, reset and propagated to T1 once per trajectory. Run =
-    median of REPEATS passes over all trajectories."""
-    ta, compile_s = heyoka_construct(hy.taylor_adaptive, y0s[0], tol)
+    median of `settings.heyoka_repeats` passes over all trajectories."""
+    ta, compile_s = h.heyoka_build(
+        hy.taylor_adaptive, P.kepler_heyoka, batch.y0s[0], tol=tol
+    )
 
     def one_pass():
         ys, steps = [], []
-        for y0 in y0s:
+        for y0 in batch.y0s:
             ta.time = 0.0
             ta.state[:] = y0
             outcome, _, _, n_steps, *_ = ta.propagate_until(T1)
@@ -292,28 +268,23 @@ def heyoka_single(y0s, refs, tol):
             steps.append(n_steps)
         return np.stack(ys), np.array(steps)
 
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        ys, steps = one_pass()
-        times.append(time.perf_counter() - start)
+    times, (ys, steps) = h.time_calls(
+        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
+    )
     return result(
-        ys=ys, refs=refs, accepted=steps.sum(), rejected=None, compile_s=compile_s,
-        times=times, stat="median", order=ta.order,
+        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
+        compile_s=compile_s, times=times, stat="median", order=ta.order,
     )
 
 
 # --- Report -----------------------------------------------------------------------
 
 
-fmt_order = bc.fmt_order
-
-
-def header(cli, n, tols, names, ref_check):
+def header(cli, n, tols, names, ref_check, repeats):
     return [
         "# Batches: N Kepler trajectories, vmapped taylorode vs heyoka's batch mode",
         "",
-        *bc.environment_lines(cli.quick),
+        *h.environment_lines(cli.quick),
         f"- heyoka SIMD batch size (`recommended_simd_size()`): "
         f"{hy.recommended_simd_size()}",
         f"- Problem: {n} Kepler orbits (mu = 1) from pericentre, y0 = (1 - e, 0, 0, "
@@ -332,44 +303,35 @@ def header(cli, n, tols, names, ref_check):
         "- **error**: max (and median) over the trajectories of max_i |y_i(t1) - "
         "ref_i| / (1 + |ref_i|).",
         "- **steps**: accepted steps taken, summed over the trajectories, and rejected "
-        "steps; for taylorode, TaylorController's zero-length first step (counted by "
-        "diffrax) is subtracted. heyoka never rejects a step. In heyoka's batch mode "
+        "steps. heyoka never rejects a step. In heyoka's batch mode "
         "the lanes of a chunk step together, each with its own step size; the count "
         "is per lane.",
         "- **compile s**: diffrax: `lower(y0s).compile()` of the jitted (vmapped) "
         "solve; heyoka: construction of the integrator with its in-memory cache "
         "cleared and its disk cache off.",
-        f"- **total ms**: diffrax vmap: best of {REPEATS} calls after a warm-up call; "
-        f"heyoka: median of {REPEATS} passes over all trajectories (reset + "
+        f"- **total ms**: diffrax vmap: best of {repeats} calls after a warm-up call; "
+        f"heyoka: median of {repeats} passes over all trajectories (reset + "
         "`propagate_until`); `Taylor()+TC loop`: one pass after a warm-up pass. Wall "
         "time, single process. **µs/traj** = total / N.",
     ]
 
 
 def table(tol, rows):
-    lines = [
-        "",
-        f"## tol {tol:.0e}",
-        "",
-        "| solver | orders used | steps (acc/rej) | max error | median error "
-        "| compile s | total ms | µs/traj |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    notes = []
-    for name, r in rows:
+    rows_md, notes = [], []
+    for name, _, r in rows:
         if "failed" in r:
-            lines.append(f"| {name} | | failed | | | | | |")
+            rows_md.append([name, "", "failed", "", "", "", "", ""])
             notes.append(f"- {name}: failed: {r['failed']}")
             continue
         rej = "-" if r["rejected"] is None else r["rejected"]
-        lines.append(
-            f"| {name} | {fmt_order(r['order'])} | {r['accepted']}/{rej} "
-            f"| {r['max_error']:.2e} | {r['median_error']:.2e} | {r['compile_s']:.2f} "
-            f"| {1e3 * r['total_s']:.1f} | {r['per_traj_us']:.1f} |"
-        )
+        rows_md.append([
+            name, h.fmt_order(r["order"]), f"{r['accepted']}/{rej}",
+            f"{r['max_error']:.2e}", f"{r['median_error']:.2e}", f"{r['compile_s']:.2f}",
+            f"{1e3 * r['total_s']:.1f}", f"{r['per_traj_us']:.1f}",
+        ])
         if r["notes"]:
             notes.append(f"- {name}: {r['notes']}")
-    ok = {name: r for name, r in rows if "failed" not in r}
+    ok = {name: r for name, _, r in rows if "failed" not in r}
     ref = ok.get("Taylor()+TC vmap")
     if ref:
         ratios = [
@@ -378,21 +340,27 @@ def table(tol, rows):
             if name != "Taylor()+TC vmap"
         ]
         notes.append("- Total time relative to Taylor()+TC vmap: " + "; ".join(ratios))
+    lines = [
+        "",
+        f"## tol {tol:.0e}",
+        "",
+        *h.md_table(
+            ["solver", "orders used", "steps (acc/rej)", "max error", "median error",
+             "compile s", "total ms", "µs/traj"],
+            "lrrrrrrr",
+            rows_md,
+        ),
+    ]
     if notes:
         lines += ["", *notes]
     return lines
 
 
 def main():
-    global REPEATS
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_N} trajectories, tols {QUICK_TOLS}, fewer repeats "
+    parser = h.parser(
+        __doc__,
+        "results_batch.md",
+        quick_help=f"{QUICK_N} trajectories, tols {QUICK_TOLS}, fewer repeats "
         "(--n/--tols still override)",
     )
     parser.add_argument("--n", type=int, help=f"trajectories (default {N_TRAJECTORIES})")
@@ -400,53 +368,36 @@ def main():
     parser.add_argument(
         "--solvers",
         nargs="+",
-        choices=list(SOLVERS),
+        choices=SOLVERS.names(),
         metavar="NAME",
-        help=f"default: all of {list(SOLVERS)}",
+        help=f"default: all of {SOLVERS.names()}",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).parent / "results_batch.md",
-        help="Markdown file for the results (default: %(default)s)",
-    )
-    cli = parser.parse_args()
-
+    cli = h.parse_args(parser)
     n = cli.n or (QUICK_N if cli.quick else N_TRAJECTORIES)
     tols = cli.tols or (QUICK_TOLS if cli.quick else ALL_TOLS)
-    names = [s for s in SOLVERS if cli.solvers is None or s in cli.solvers]
-    if cli.quick:
-        REPEATS = 2
+    solvers = SOLVERS.select(cli.solvers)
+    repeats = 2 if cli.quick else REPEATS
+    settings = h.Settings(max_steps=MAX_STEPS, diffrax_repeats=repeats, heyoka_repeats=repeats)
 
     y0s, _ = initial_conditions(n)
     start = time.perf_counter()
     refs = references(y0s)
     ref_check = check_reference(y0s, refs)
     print(f"references: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    batch = Batch(y0s=y0s, refs=refs)
 
-    lines = header(cli, n, tols, names, ref_check)
-    print("\n".join(lines), flush=True)
+    lines = []
+    h.emit(lines, header(cli, n, tols, [s.name for s in solvers], ref_check, repeats))
     for tol in tols:
-        rows = []
-        for name in names:
-            try:
-                r = SOLVERS[name](y0s, refs, tol)
-            except Exception as exc:  # report and go on
-                r = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-            rows.append((name, r))
-            print(f"  [tol={tol:.0e}] {name}: "
-                  + (r["failed"] if "failed" in r else
-                     f"orders {fmt_order(r['order'])}, steps "
-                     f"{r['accepted']}/{r['rejected']}, max error "
-                     f"{r['max_error']:.2e}, compile {r['compile_s']:.2f} s, total "
-                     f"{1e3 * r['total_s']:.1f} ms"),
-                  file=sys.stderr, flush=True)
-        tol_lines = table(tol, rows)
-        print("\n".join(tol_lines), flush=True)
-        lines += tol_lines
+        rows = h.run_grid(
+            batch, [tol], solvers, settings,
+            lambda r: f"orders {h.fmt_order(r['order'])}, steps "
+            f"{r['accepted']}/{r['rejected']}, max error {r['max_error']:.2e}, compile "
+            f"{r['compile_s']:.2f} s, total {1e3 * r['total_s']:.1f} ms",
+        )
+        h.emit(lines, table(tol, rows))
 
-    cli.out.write_text("\n".join(lines) + "\n")
-    print(f"\nWritten to {cli.out}")
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Issue 4 asks for a compile time of at most twice Dopri8's. This script splits th
 first-call cost of a whole `diffeqsolve` under `jax.jit` into its phases and counts what
 XLA:CPU has to build, for `taylorode.Taylor()` + `TaylorController(tol, tol)` and
 `diffrax.Dopri8()` + `PIDController(tol, tol)` on the problems of `bench_control.py`
-(Kepler e = 0.9, Arenstorf, Pleiades):
+(Kepler e = 0.9, Arenstorf, Pleiades; `_problems.py`):
 
 - **trace**: `jax.jit(solve).trace(y0)` (Python: diffrax's loop and, for Taylor, the
   jaxpr interpreter of the coefficient engine);
@@ -26,43 +26,22 @@ fusion emitters.
         --out benchmarks/results_compile_no_emitters.md
 """
 
-import argparse
-import os
 import re
-import sys
 import time
-from pathlib import Path
+
+import _harness as h  # first: it sets XLA_FLAGS from --xla-flags before JAX starts
+import _problems as P
+import diffrax
+import jax
+import jax.numpy as jnp
+
+import taylorode
 
 
-def _xla_flags_from_argv():
-    """The value of `--xla-flags=...` (given with `=`, as its value starts with `--`)."""
-    for arg in sys.argv:
-        if arg.startswith("--xla-flags="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-# XLA reads XLA_FLAGS when JAX creates its backend: set it before anything runs.
-if _xla_flags_from_argv() is not None:
-    os.environ["XLA_FLAGS"] = _xla_flags_from_argv()
-
-import diffrax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_control as bc  # noqa: E402  (also enables float64 in JAX)
-
-import taylorode  # noqa: E402
-
-
-PROBLEMS = {
-    "kepler": bc.kepler_problem,
-    "arenstorf": bc.arenstorf_problem,
-    "pleiades": bc.pleiades_problem,
-}
+PROBLEMS = {key: P.NONSTIFF[key] for key in ("kepler", "arenstorf", "pleiades")}
+TOLS = (1e-10, 1e-14)
+MAX_STEPS = 200_000
+RUN_REPEATS = 5
 
 
 def solvers(tol):
@@ -72,11 +51,11 @@ def solvers(tol):
     }
 
 
-def measure(problem, solver, controller, repeats):
+def measure(problem, solver, controller, repeats, run_repeats):
     def solve(y0):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(problem.vector_field), solver, 0.0, problem.t1, None, y0,
-            stepsize_controller=controller, max_steps=bc.MAX_STEPS,
+            stepsize_controller=controller, max_steps=MAX_STEPS,
         )
         return sol.ys[-1], sol.stats
 
@@ -95,12 +74,7 @@ def measure(problem, solver, controller, repeats):
             ("trace", t_trace - start), ("lower", t_lower - t_trace), ("compile", t_compile - t_lower)
         ):
             best[key] = min(best[key], value)
-    jax.block_until_ready(compiled(y0))
-    runs = []
-    for _ in range(5):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(y0))
-        runs.append(time.perf_counter() - start)
+    runs, _ = h.time_calls(compiled, y0, repeats=run_repeats)
     hlo = compiled.as_text()
     kernels = sum(1 for line in hlo.splitlines() if re.search(r"= \S+ fusion\(", line))
     ops = len(re.findall(r"^\s+%\S+ = ", hlo, flags=re.M))
@@ -108,46 +82,52 @@ def measure(problem, solver, controller, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tols", type=float, nargs="+", default=[1e-10, 1e-14])
-    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--xla-flags", default=None, help="XLA_FLAGS for this run (give it as --xla-flags=...)"
+    parser = h.parser(
+        __doc__,
+        "results_compile.md",
+        quick_help="tol 1e-10, Kepler only, one repeat of each phase, 2 timed runs "
+        "(--tols/--problems/--repeats still override)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results_compile.md",
-        help="Markdown file for the results (default: %(default)s)",
-    )
-    cli = parser.parse_args()
-    lines = [
+    parser.add_argument("--tols", type=float, nargs="+", help=f"default {list(TOLS)}")
+    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), help="default: all")
+    parser.add_argument("--repeats", type=int, help="runs of each phase (default 3)")
+    cli = h.parse_args(parser)
+    tols = cli.tols or ([1e-10] if cli.quick else list(TOLS))
+    problem_keys = cli.problems or (["kepler"] if cli.quick else list(PROBLEMS))
+    repeats = cli.repeats or (1 if cli.quick else 3)
+    run_repeats = 2 if cli.quick else RUN_REPEATS
+
+    lines = []
+    h.emit(lines, [
         "# Compile-time breakdown: Taylor() + TaylorController vs Dopri8 + PID",
         "",
-        *bc.environment_lines(False),
+        *h.environment_lines(cli.quick),
         "- Phases in seconds, each the best of "
-        f"{cli.repeats} (`jax.clear_caches()` before each); kernels and HLO ops counted "
-        "in the optimised HLO; run: the compiled solve, best of 5 after a warm-up.",
-        f"- XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`" if os.environ.get("XLA_FLAGS") else "- XLA_FLAGS: none",
+        f"{repeats} (`jax.clear_caches()` before each); kernels and HLO ops counted "
+        f"in the optimised HLO; run: the compiled solve, best of {run_repeats} after a "
+        "warm-up.",
         "",
-        "| problem | tol | solver | trace s | lower s | compile s | total s | total / Dopri8 "
-        "| kernels | HLO ops | run ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key in cli.problems:
+        *h.md_table(
+            ["problem", "tol", "solver", "trace s", "lower s", "compile s", "total s",
+             "total / Dopri8", "kernels", "HLO ops", "run ms"],
+            "lllllllllll",
+        ),
+    ])
+    for key in problem_keys:
         problem = PROBLEMS[key]()
-        for tol in cli.tols:
-            rows = {name: measure(problem, s, c, cli.repeats) for name, (s, c) in solvers(tol).items()}
+        for tol in tols:
+            rows = {
+                name: measure(problem, s, c, repeats, run_repeats)
+                for name, (s, c) in solvers(tol).items()
+            }
             base = rows["Dopri8+PID"]["total"]
             for name, r in rows.items():
-                line = (
-                    f"| {key} | {tol:g} | {name} | {r['trace']:.3f} | {r['lower']:.3f} | "
-                    f"{r['compile']:.3f} | {r['total']:.3f} | {r['total'] / base:.2f} | "
-                    f"{r['kernels']} | {r['ops']} | {r['run']:.3f} |"
-                )
-                print(line, flush=True)
-                lines.append(line)
-    cli.out.write_text("\n".join(lines) + "\n")
-    print(f"Written to {cli.out}")
+                h.emit(lines, [h.md_row([
+                    key, f"{tol:g}", name, f"{r['trace']:.3f}", f"{r['lower']:.3f}",
+                    f"{r['compile']:.3f}", f"{r['total']:.3f}", f"{r['total'] / base:.2f}",
+                    r["kernels"], r["ops"], f"{r['run']:.3f}",
+                ])])
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """Benchmark: a vector field written as hundreds of scalar operations.
 
 The Pleiades problem (Hairer, Nørsett & Wanner: 7 bodies in the plane, masses 1..7,
-28 coordinates) written body by body with Python loops, as it is often written. This is
-the case the recurrence engine's scalar batching is for (see docs/benchmarks.md): without
-it every scalar operation gets its own recurrence per order. Compile time and run time of
-one coefficient set (inside a compiled fori_loop of 50), for the orders given.
+28 coordinates) written body by body with Python loops, as it is often written
+(`_problems.pleiades_scalar_loops`). This is the case the recurrence engine's scalar
+batching is for (see docs/benchmarks.md): without it every scalar operation gets its
+own recurrence per order. Compile time and run time of one coefficient set (inside a
+compiled fori_loop of 50), for the orders given.
 
-Run with `python benchmarks/bench_scalar_field.py [--orders 8 20] [--method recurrence]`;
-methods: `recurrence` (the default engine, scalar batching on), `unbatched` (the same
+Methods: `recurrence` (the default engine, scalar batching on), `unbatched` (the same
 engine with `batch_scalars=False`), `jet`.
+
+    python benchmarks/bench_scalar_field.py [--orders 8 20] [--method recurrence]
+    python benchmarks/bench_scalar_field.py --quick    # smoke run
 """
 
-import argparse
-import time
-
+import _harness as h
+import _problems as P
 import jax
 import jax.numpy as jnp
 
@@ -21,57 +23,59 @@ import taylorode
 from taylorode import RecurrenceMethod
 
 
-jax.config.update("jax_enable_x64", True)
 LOOP = 50
+REPEATS = 5
 
 
-def pleiades(t, y, args):
-    x, yy, vx, vy = y[0:7], y[7:14], y[14:21], y[21:28]
-    ax, ay = [], []
-    for i in range(7):
-        axi = ayi = 0.0
-        for j in range(7):
-            if i != j:
-                dx, dy = x[j] - x[i], yy[j] - yy[i]
-                r3 = (dx * dx + dy * dy) ** 1.5
-                axi = axi + (j + 1) * dx / r3
-                ayi = ayi + (j + 1) * dy / r3
-        ax.append(axi)
-        ay.append(ayi)
-    return jnp.concatenate([vx, vy, jnp.stack(ax), jnp.stack(ay)])
+def measure(method, order, repeats):
+    """(compile s, run µs per coefficient set) of `LOOP` coefficient sets in a
+    compiled fori_loop, the run the best of `repeats` after a warm-up call."""
 
+    def body(i, carry):
+        y, acc = carry
+        c = taylorode.taylor_coefficients(
+            P.pleiades_scalar_loops, 0.0, y, None, order, method=method
+        )
+        return y + 1e-14 * c[-1], acc + c[-1]
 
-Y0 = jnp.array(
-    [3, 3, -1, -3, 2, -2, 2, 3, -3, 2, 0, 0, -4, 4, 0, 0, 0, 0, 0, 1.75, -1.5, 0, 0, 0, -1.25, 1, 0, 0],
-    dtype=float,
-)
+    y0 = jnp.asarray(P.PLEIADES_Y0)
+    compiled, compile_s = h.compile_timed(
+        lambda y: jax.lax.fori_loop(0, LOOP, body, (y, jnp.zeros_like(y))), y0
+    )
+    times, _ = h.time_calls(compiled, y0, repeats=repeats)
+    return compile_s, 1e6 * min(times) / LOOP
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, nargs="+", default=[8, 20])
-    parser.add_argument("--method", default="recurrence")
-    cli = parser.parse_args()
-    print("| field | method | order | compile (s) | run (µs) |\n|---|---|---:|---:|---:|")
+    parser = h.parser(
+        __doc__, "results_scalar_field.md", quick_help="order 8 only, 2 repeats"
+    )
+    parser.add_argument("--orders", type=int, nargs="+", help="default: 8 20")
+    parser.add_argument(
+        "--method", default="recurrence",
+        help="recurrence, unbatched or jet (or any `method` of taylor_coefficients)",
+    )
+    cli = h.parse_args(parser)
+    orders = cli.orders or ([8] if cli.quick else [8, 20])
+    repeats = 2 if cli.quick else REPEATS
     method = RecurrenceMethod(batch_scalars=False) if cli.method == "unbatched" else cli.method
-    for p in cli.orders:
 
-        def body(i, carry, p=p):
-            y, acc = carry
-            c = taylorode.taylor_coefficients(pleiades, 0.0, y, None, p, method=method)
-            return y + 1e-14 * c[-1], acc + c[-1]
-
-        fn = jax.jit(lambda y: jax.lax.fori_loop(0, LOOP, body, (y, jnp.zeros_like(y))))
-        start = time.perf_counter()
-        compiled = fn.lower(Y0).compile()
-        compile_s = time.perf_counter() - start
-        jax.block_until_ready(compiled(Y0))
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(Y0))
-            best = min(best, time.perf_counter() - start)
-        print(f"| Pleiades, scalar loops (28) | {cli.method} | {p} | {compile_s:.1f} | {1e6 * best / LOOP:.1f} |", flush=True)
+    lines = []
+    h.emit(lines, [
+        "# A vector field written as scalar operations: Pleiades with Python loops",
+        "",
+        *h.environment_lines(cli.quick),
+        f"- Run: per coefficient set, inside a compiled fori_loop of {LOOP}, best of "
+        f"{repeats} after a warm-up call; compile: `lower().compile()` of that loop.",
+        "",
+        *h.md_table(["field", "method", "order", "compile (s)", "run (µs)"], "llrrr"),
+    ])
+    for p in orders:
+        compile_s, run_us = measure(method, p, repeats)
+        h.emit(lines, [h.md_row([
+            "Pleiades, scalar loops (28)", cli.method, p, f"{compile_s:.1f}", f"{run_us:.1f}"
+        ])])
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

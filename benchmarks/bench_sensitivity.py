@@ -36,23 +36,17 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
+import _harness as h
+import _problems as P
 import diffrax
 import jax
 import jax.numpy as jnp
 import mpmath
 import numpy as np
 
+import taylorode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_control as bc  # noqa: E402  (also enables float64 in JAX)
-
-import taylorode  # noqa: E402
-
-
-jax.config.update("jax_enable_x64", True)
 
 E = 0.5
 PERIODS = 10
@@ -83,13 +77,8 @@ KNOWN_ISSUES = {
 }
 
 
-def kepler(t, y, mu):
-    q, p = y[:2], y[2:]
-    return jnp.concatenate([p, -mu * q / jnp.sum(q**2) ** 1.5])
-
-
 def z0():
-    return np.array([1 - E, 0.0, 0.0, np.sqrt((1 + E) / (1 - E)), 1.0])
+    return np.append(P.kepler_pericentre_state(E), 1.0)
 
 
 def t1(periods):
@@ -109,7 +98,7 @@ def make_solver(name, tol):
 def final_state(z, solver_name, tol, periods, adjoint=None):
     solver, controller = make_solver(solver_name, tol)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(kepler), solver, 0.0, t1(periods), None, z[:4], args=z[4],
+        diffrax.ODETerm(P.kepler_with_mu), solver, 0.0, t1(periods), None, z[:4], args=z[4],
         stepsize_controller=controller, max_steps=MAX_STEPS,
         adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
     )
@@ -123,50 +112,21 @@ def loss(z, solver_name, tol, periods, adjoint=None):
 # --- exact reference ---------------------------------------------------------------
 
 
-def exact_final(z, time, dps=50):
-    """The exact state at `time` of the Kepler orbit through the state z[:4] at t = 0
-    with mu = z[4] (elliptic, any orientation), in mpmath: orbital elements from the
-    state, Kepler's equation by Newton's method, back to Cartesian coordinates."""
-    with mpmath.workdps(dps):
-        x, y, vx, vy, mu = [mpmath.mpf(c) for c in z]
-        t = mpmath.mpf(time)
-        r = mpmath.sqrt(x**2 + y**2)
-        v2 = vx**2 + vy**2
-        a = 1 / (2 / r - v2 / mu)
-        h = x * vy - y * vx
-        rv = x * vx + y * vy
-        ex = ((v2 - mu / r) * x - rv * vx) / mu
-        ey = ((v2 - mu / r) * y - rv * vy) / mu
-        e = mpmath.sqrt(ex**2 + ey**2)
-        w = mpmath.atan2(ey, ex)
-        n = mpmath.sqrt(mu / a**3)
-        E0 = mpmath.atan2(rv / mpmath.sqrt(mu * a), 1 - r / a)  # e sin E, e cos E
-        M = E0 - e * mpmath.sin(E0) + n * t
-        M -= 2 * mpmath.pi * mpmath.floor(M / (2 * mpmath.pi) + mpmath.mpf(1) / 2)
-        En = M
-        for _ in range(100):
-            En -= (En - e * mpmath.sin(En) - M) / (1 - e * mpmath.cos(En))
-        s = mpmath.sign(h)
-        b = a * mpmath.sqrt(1 - e**2)
-        Edot = n / (1 - e * mpmath.cos(En))
-        xp, yp = a * (mpmath.cos(En) - e), s * b * mpmath.sin(En)
-        vxp, vyp = -a * mpmath.sin(En) * Edot, s * b * mpmath.cos(En) * Edot
-        cw, sw = mpmath.cos(w), mpmath.sin(w)
-        return [cw * xp - sw * yp, sw * xp + cw * yp, cw * vxp - sw * vyp, sw * vxp + cw * vyp]
-
-
-def exact_gradient(z, time, dps=50, h="1e-15"):
-    """dL/dz of L = w . y(t1), by central differences in mpmath (error ~ h^2)."""
+def exact_gradient(z, t, dps=50, step="1e-15"):
+    """dL/dz of L = w . y(t1), by central differences in mpmath (error ~ step^2), and
+    the exact state at t (`_problems.kepler_exact_from_state`)."""
     with mpmath.workdps(dps):
         z = [mpmath.mpf(float(c)) for c in z]
-        h = mpmath.mpf(h)
-        L = lambda z: sum(w * c for w, c in zip(W, exact_final(z, mpmath.mpf(float(time)), dps)))
+        step = mpmath.mpf(step)
+        t = mpmath.mpf(float(t))
+        L = lambda z: sum(w * c for w, c in zip(W, P.kepler_exact_from_state(z, t, dps)))
         grad = []
         for i in range(len(z)):
-            up = [c + (h if j == i else 0) for j, c in enumerate(z)]
-            down = [c - (h if j == i else 0) for j, c in enumerate(z)]
-            grad.append(float((L(up) - L(down)) / (2 * h)))
-        return np.array(grad), np.array([float(c) for c in exact_final(z, mpmath.mpf(float(time)), dps)])
+            up = [c + (step if j == i else 0) for j, c in enumerate(z)]
+            down = [c - (step if j == i else 0) for j, c in enumerate(z)]
+            grad.append(float((L(up) - L(down)) / (2 * step)))
+        state = P.kepler_exact_from_state(z, t, dps)
+        return np.array(grad), np.array([float(c) for c in state])
 
 
 def fd_gradient(z, periods):
@@ -191,21 +151,13 @@ def rel_error(g, ref):
 def worker(solver_name, adjoint_name, tol, periods, repeats):
     transform_name, adjoint_cls = ADJOINTS[adjoint_name]
     transform = jax.grad if transform_name == "jax.grad" else jax.jacfwd
-    fn = jax.jit(transform(lambda z: loss(z, solver_name, tol, periods, adjoint_cls())))
+    fn = transform(lambda z: loss(z, solver_name, tol, periods, adjoint_cls()))
     z = jnp.asarray(z0())
     print("stage: compiling", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    compiled = fn.lower(z).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = h.compile_timed(fn, z)
     print(f"stage: compiled in {compile_s:.1f} s; first call", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    grad = jax.block_until_ready(compiled(z))
-    first_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(z))
-        times.append(time.perf_counter() - start)
+    (first_s,), grad = h.time_calls(compiled, z, repeats=1, warmup=False)
+    times, _ = h.time_calls(compiled, z, repeats=repeats, warmup=False)
     print(json.dumps(dict(compile_s=compile_s, first_call_s=first_s, run_ms=1e3 * min(times),
                           grad=np.asarray(grad).tolist())))
 
@@ -236,30 +188,27 @@ def run_config(solver_name, adjoint_name, tol, cli):
 
 
 def forward_info(solver_name, tols, periods, reference_state):
-    """Final-state error (bc.mixed_error against the exact state) and steps, per tol,
+    """Final-state error (h.mixed_error against the exact state) and steps, per tol,
     from one compiled forward solve with the tolerance as an argument."""
     solve = jax.jit(lambda z, tol: final_state(z, solver_name, tol, periods))
     out = {}
     for tol in tols:
         y, steps = solve(jnp.asarray(z0()), jnp.asarray(tol))
-        out[tol] = (bc.mixed_error(y, reference_state), int(steps))
+        out[tol] = (h.mixed_error(y, reference_state), int(steps))
     return out
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="2 periods, 1 timed repeat")
+    parser = h.parser(__doc__, "results_sensitivity.md", quick_help="2 periods, 1 timed repeat")
     parser.add_argument("--periods", type=int, default=None, help=f"default {PERIODS}")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds per configuration, compile included (default %(default)s)")
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument("--adjoints", nargs="+", choices=list(ADJOINTS), default=list(ADJOINTS))
-    parser.add_argument("--worker", nargs=3, metavar=("SOLVER", "ADJOINT", "TOL"), help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results_sensitivity.md"))
-    cli = parser.parse_args()
+    parser.add_argument("--worker", nargs=3, metavar=("SOLVER", "ADJOINT", "TOL"),
+                        help=argparse.SUPPRESS)
+    cli = h.parse_args(parser)
     cli.periods = cli.periods or (2 if cli.quick else PERIODS)
     cli.repeats = cli.repeats or (1 if cli.quick else 3)
 
@@ -286,10 +235,11 @@ def main():
     dopri_tol = matching[0] if matching else DOPRI_TOLS[-1]
     settings = {"Taylor": (TOL, *taylor_fwd), "Dopri8": (dopri_tol, *dopri_fwd[dopri_tol])}
 
-    lines = [
+    lines = []
+    h.emit(lines, [
         "# Sensitivities through a long solve: adjoints, Taylor(16) vs Dopri8",
         "",
-        *bc.environment_lines(cli.quick),
+        *h.environment_lines(cli.quick),
         f"- Problem: Kepler, e = {E}, {cli.periods} periods from pericentre (t1 = {time1:.6g}), "
         f"mu as an argument; z = (y0, mu); loss L(z) = w . y(t1), w = {W}; float64; "
         f"`max_steps={MAX_STEPS}`, `dt0=None`.",
@@ -315,10 +265,12 @@ def main():
         f"- Target (issue): Taylor(order={TAYLOR_ORDER}): rel. err vs FD <= {TARGET_REL_ERROR:g} "
         f"with every adjoint, compile <= {TARGET_COMPILE_S:g} s.",
         "",
-        "| solver | adjoint | transform | compile s | run ms | rel. err vs FD | rel. err vs exact | target |",
-        "|---|---|---|---:|---:|---:|---:|---|",
-    ]
-    print("\n".join(lines), flush=True)
+        *h.md_table(
+            ["solver", "adjoint", "transform", "compile s", "run ms", "rel. err vs FD",
+             "rel. err vs exact", "target"],
+            "lllrrrrl",
+        ),
+    ])
     notes = []
     for solver_name in cli.solvers:
         tol = settings[solver_name][0]
@@ -327,7 +279,8 @@ def main():
             print(f"  {solver_name} / {adjoint_name} ...", file=sys.stderr, flush=True)
             r = run_config(solver_name, adjoint_name, tol, cli)
             if "failed" in r:
-                row = f"| {solver_name} | {adjoint_name} | `{transform_name}` | | | | | failed |"
+                row = h.md_row([solver_name, adjoint_name, f"`{transform_name}`", "", "", "",
+                                "", "failed"])
                 notes.append(f"- {solver_name} / {adjoint_name}: {r['failed']}")
                 tail = [line for line in r["stderr"].splitlines() if line.strip()][-25:]
                 print("\n".join(tail), file=sys.stderr, flush=True)
@@ -341,15 +294,14 @@ def main():
                 if solver_name == "Taylor":
                     ok = e_fd <= TARGET_REL_ERROR and r["compile_s"] <= TARGET_COMPILE_S
                     target = "met" if ok else "**missed**"
-                row = (f"| {solver_name} | {adjoint_name} | `{transform_name}` | {r['compile_s']:.1f} "
-                       f"| {r['run_ms']:.1f} | {e_fd:.1e} | {e_exact:.1e} | {target} |")
-            lines.append(row)
-            print(row, flush=True)
+                row = h.md_row([
+                    solver_name, adjoint_name, f"`{transform_name}`", f"{r['compile_s']:.1f}",
+                    f"{r['run_ms']:.1f}", f"{e_fd:.1e}", f"{e_exact:.1e}", target,
+                ])
+            h.emit(lines, [row])
     if notes:
-        lines += ["", *notes]
-        print("\n".join(["", *notes]), flush=True)
-    cli.out.write_text("\n".join(lines) + "\n")
-    print(f"\nWritten to {cli.out}")
+        h.emit(lines, ["", *notes])
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

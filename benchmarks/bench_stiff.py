@@ -1,6 +1,6 @@
 """Benchmark: work-precision on stiff problems, Hermite-Obreschkoff against Kvaerno5 and scipy.
 
-For the stiff float64 problems of `stiff_problems.py` (references from scipy Radau at
+For the stiff float64 problems of `_problems.py` (references from scipy Radau at
 rtol 1e-13, cross-checked there),
 
 - `robertson`: Robertson's kinetics, t in [0, 1e11] (atol = 1e-6 tol throughout);
@@ -25,9 +25,10 @@ the reference (Robertson: also the largest componentwise relative error, which i
 comparisons use, y2's relative error and the conservation defect),
 compile and run time; then a "done-when" summary per problem for issue 5 (run time and
 steps of Kvaerno5 / the best HO at equal achieved error) and a work-precision plot per
-problem (`docs/img/stiff_<problem>.png`). Timing and result conventions are
-bench_control's; `run_diffrax` is bench_control's with a per-problem dt0 (see
-`DIFFRAX_DT0`: diffrax 0.7.2's dt0=None always starts at 0.01).
+problem (`docs/img/stiff_<problem>.png`), and an overview of the summaries (the table
+that docs/benchmarks.md shows). Timing and result conventions are the harness's;
+`run_diffrax` is `_harness.run_diffrax` with a per-problem dt0 (see `DIFFRAX_DT0`:
+diffrax 0.7.2's dt0=None always starts at 0.01).
 
     python benchmarks/bench_stiff.py                      # full run
     python benchmarks/bench_stiff.py --quick              # smoke run
@@ -37,31 +38,26 @@ bench_control's; `run_diffrax` is bench_control's with a per-problem dt0 (see
 """
 
 import argparse
-import dataclasses
 import logging
 import math
 import sys
-import time
-from pathlib import Path
 
+import _harness as h
+import _problems as P
 import diffrax
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_control as bc  # noqa: E402  (also enables float64 in JAX)
-import stiff_problems as sp  # noqa: E402
-
-import taylorode  # noqa: E402
+import taylorode
 
 
-ROOT = Path(__file__).resolve().parent.parent
-ALL_TOLS = (1e-4, 1e-6, 1e-8, 1e-10)
-QUICK_TOLS = (1e-4, 1e-8)
-QUICK_PROBLEMS = ("robertson", "vdp1e3")
+PROBLEMS = P.STIFF
+GRID = h.Grid(
+    problems=PROBLEMS,
+    tols=(1e-4, 1e-6, 1e-8, 1e-10),
+    quick_problems=("robertson", "vdp1e3"),
+    quick_tols=(1e-4, 1e-8),
+)
 DEFAULT_HO = ((2, 3), (3, 4))
 DEFAULT_XHO = ((1, 2), (2, 3))
 MAX_STEPS = 200_000
@@ -83,27 +79,10 @@ HAVE_XHO = hasattr(taylorode, "ExtrapolatedHermiteObreschkoff")
 HAVE_IMPLICIT_STATS = hasattr(taylorode, "implicit_stats")
 
 
-@dataclasses.dataclass
-class Timing:
-    scipy_repeats: int = 5  # timed solves; median reported (no compilation to warm)
-
-
-TIMING = Timing()
-PROBLEMS = sp.PROBLEMS
-
-
 # --- Solvers ----------------------------------------------------------------------
 
 
-SOLVERS: list[bc.SolverConfig] = []
-
-
-def solver_config(name):
-    def register(fn):
-        SOLVERS.append(bc.SolverConfig(name, fn))
-        return fn
-
-    return register
+SOLVERS = h.Registry()
 
 
 def atol(problem, tol):
@@ -124,100 +103,41 @@ def finish(problem, r, y1, **counters):
     return r
 
 
-def short_error(exc):
-    """The line of an exception's message that says what went wrong: for an error
-    raised inside a jitted solve (`eqx.error_if`, such as "The maximum number of
-    solver steps was reached"), equinox's message, not the callback traceback."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "EquinoxRuntimeError: " in line:
-            return line.split("EquinoxRuntimeError: ", 1)[1]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def run_diffrax(problem, tol, solver, stepsize_controller, *, order, outputs, **kwargs):
-    """`bench_control.run_diffrax` (compile once, a warm-up call, the best of
-    `bc.TIMING.diffrax_repeats` calls), but with the problem's `DIFFRAX_DT0` for dt0,
-    and raising a one-line error where the solve fails. `outputs(sol)` is computed
-    inside the jit; its value comes back under "outputs"."""
-    dt0 = DIFFRAX_DT0.get(problem.key)
-
-    @jax.jit
-    def solve(y0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(problem.vector_field),
-            solver,
-            t0=0.0,
-            t1=problem.t1,
-            dt0=dt0,
-            y0=y0,
-            stepsize_controller=stepsize_controller,
-            max_steps=MAX_STEPS,
-            **kwargs,
-        )
-        return sol.stats, outputs(sol)
-
-    try:
-        y0 = jnp.asarray(problem.y0)
-        start = time.perf_counter()
-        compiled = solve.lower(y0).compile()
-        compile_s = time.perf_counter() - start
-        stats, out = jax.block_until_ready(compiled(y0))  # warm-up
-        times = []
-        for _ in range(bc.TIMING.diffrax_repeats):
-            start = time.perf_counter()
-            stats, out = jax.block_until_ready(compiled(y0))
-            times.append(time.perf_counter() - start)
-    except Exception as exc:
-        raise RuntimeError(short_error(exc)) from None
-
-    stats = {k: np.asarray(v).tolist() for k, v in stats.items()}
-    out = jax.tree_util.tree_map(lambda x: np.asarray(x).tolist(), out)
-    return dict(
-        outputs=out,
-        **bc.result(
-            order=order,
-            accepted=stats["num_accepted_steps"],
-            rejected=stats["num_rejected_steps"],
-            error=sp.mixed_error(out["y1"], problem.reference),
-            compile_s=compile_s,
-            run_times_s=times,
-            run_stat="best",
-            stats=stats,
-        ),
+def run_diffrax(problem, solver, controller, settings, *, order, outputs=None, **kwargs):
+    """`_harness.run_diffrax` with the problem's `DIFFRAX_DT0` for dt0."""
+    return h.run_diffrax(
+        problem, solver, controller, settings=settings, order=order,
+        dt0=DIFFRAX_DT0.get(problem.key), outputs=outputs, **kwargs,
     )
 
 
-@solver_config("Kvaerno5+PID")
-def kvaerno5_pid(problem, tol):
+@SOLVERS.add("Kvaerno5+PID")
+def kvaerno5_pid(problem, tol, settings):
     """diffrax's Kvaerno5 (ESDIRK, order 5, VeryChord Newton with the controller's
     tolerances; diffrax reports no Newton or Jacobian counts)."""
     r = run_diffrax(
         problem,
-        tol,
         diffrax.Kvaerno5(),
         diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
+        settings,
         order=5,
-        outputs=lambda sol: {"y1": sol.ys[-1]},
     )
-    return finish(problem, r, r["outputs"]["y1"])
+    return finish(problem, r, r["y1"])
 
 
-def run_scipy(problem, tol, method, order):
-    """`solve_ivp` with the analytic Jacobian: the median of `TIMING.scipy_repeats`
+def run_scipy(problem, tol, settings, method, order):
+    """`solve_ivp` with the analytic Jacobian: the median of `settings.scipy_repeats`
     solves; steps = len(sol.t) - 1 (scipy counts no rejections)."""
-    run = sp.ScipyRun(method, tol, atol(problem, tol))
-    times = []
-    for _ in range(TIMING.scipy_repeats):
-        start = time.perf_counter()
-        sol = problem.solve(run)
-        times.append(time.perf_counter() - start)
+    run = P.ScipyRun(method, tol, atol(problem, tol))
+    times, sol = h.time_calls(
+        problem.solve, run, repeats=settings.scipy_repeats, warmup=False, block=False
+    )
     y1 = sol.y[:, -1]
-    r = bc.result(
+    r = h.result(
         order=order,
         accepted=len(sol.t) - 1,
         rejected=None,
-        error=sp.mixed_error(y1, problem.reference),
+        error=h.mixed_error(y1, problem.reference),
         compile_s=float("nan"),
         run_times_s=times,
         run_stat="median",
@@ -226,14 +146,14 @@ def run_scipy(problem, tol, method, order):
     return finish(problem, r, y1, nfev=sol.nfev, jac_evals=sol.njev, nlu=sol.nlu)
 
 
-@solver_config("scipy Radau")
-def scipy_radau(problem, tol):
-    return run_scipy(problem, tol, "Radau", 5)
+@SOLVERS.add("scipy Radau")
+def scipy_radau(problem, tol, settings):
+    return run_scipy(problem, tol, settings, "Radau", 5)
 
 
-@solver_config("scipy BDF")
-def scipy_bdf(problem, tol):
-    return run_scipy(problem, tol, "BDF", "1-5")
+@SOLVERS.add("scipy BDF")
+def scipy_bdf(problem, tol, settings):
+    return run_scipy(problem, tol, settings, "BDF", "1-5")
 
 
 def ho_name(p, q, extrapolated=False):
@@ -249,40 +169,30 @@ def ho_config(p, q, extrapolated=False):
     else:
         solver, order = taylorode.HermiteObreschkoff(p, q), p + q
 
-    def run(problem, tol):
-        def outputs(sol):
-            out = {"y1": sol.ys[-1]}
-            if HAVE_IMPLICIT_STATS:
-                out["implicit"] = taylorode.implicit_stats(sol)
-            return out
-
+    def run(problem, tol, settings):
         r = run_diffrax(
             problem,
-            tol,
             solver,
             diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
+            settings,
             order=order,
             saveat=diffrax.SaveAt(t1=True, solver_state=True),
-            outputs=outputs,
+            outputs=taylorode.implicit_stats if HAVE_IMPLICIT_STATS else None,
         )
-        implicit = r["outputs"].get("implicit", {})
+        implicit = r["outputs"] or {}
         return finish(
             problem,
             r,
-            r["outputs"]["y1"],
+            r["y1"],
             newton=implicit.get("newton_iterations"),
             jac_evals=implicit.get("jacobian_evaluations"),
         )
 
-    return bc.SolverConfig(ho_name(p, q, extrapolated), run)
+    return h.Solver(ho_name(p, q, extrapolated), run)
 
 
 def is_ho(name):
     return name.startswith(("HO(", "XHO("))
-
-
-def run_ms(r):
-    return r["run_ms_best"] if r["run_stat"] == "best" else r["run_ms_median"]
 
 
 def error_name(problem):
@@ -301,14 +211,12 @@ def comparison_error(problem):
 # --- Report -----------------------------------------------------------------------
 
 
-def header(cli, problems, tols, solvers, skipped):
+def header(cli, problems, tols, solvers, skipped, settings):
     lines = [
         "# Stiff work-precision: Hermite-Obreschkoff vs Kvaerno5 and scipy Radau/BDF",
         "",
-        *bc.environment_lines(cli.quick),
-        f"- Problems: {', '.join(problems)}; tols: "
-        f"{', '.join(f'{t:.0e}' for t in tols)}; solvers: "
-        f"{', '.join(s.name for s in solvers)}",
+        *h.environment_lines(cli.quick),
+        h.grid_line(problems, tols, solvers),
     ]
     if skipped:
         lines.append(f"- Skipped: {skipped}")
@@ -321,8 +229,8 @@ def header(cli, problems, tols, solvers, skipped):
         + ": diffrax 0.7.2's dt0=None always starts with a step of 0.01, as its "
         "initial-step heuristic skips the WrapTerm that diffeqsolve wraps terms in, "
         "and with that first step Kvaerno5 never accepts a step on vdp1e6), "
-        f"`max_steps={MAX_STEPS}`, whole solve under `jax.jit`; Kvaerno5 with its "
-        "default root finder (VeryChord, the controller's tolerances, at most 10 "
+        f"`max_steps={settings.max_steps}`, whole solve under `jax.jit`; Kvaerno5 with "
+        "its default root finder (VeryChord, the controller's tolerances, at most 10 "
         "iterations). `HO(p,q)+PID`: `taylorode.HermiteObreschkoff(p, q)` (order "
         "p + q), `XHO(p,q)+PID`: `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` "
         "(HO(p, q) steps of h and twice h/2, Richardson-extrapolated: order "
@@ -339,8 +247,8 @@ def header(cli, problems, tols, solvers, skipped):
         "comparisons use **max rel err** = max_i |y_i(t1) - ref_i| / |ref_i| instead "
         "(its mixed error sees only y3 ~ 1).",
         "- **compile s**: diffrax: `jax.jit(...).lower(y0).compile()`; scipy: none.",
-        f"- **run ms**: diffrax: best of {bc.TIMING.diffrax_repeats} calls after a "
-        f"warm-up call; scipy: median of {TIMING.scipy_repeats} solves. Wall time, "
+        f"- **run ms**: diffrax: best of {settings.diffrax_repeats} calls after a "
+        f"warm-up call; scipy: median of {settings.scipy_repeats} solves. Wall time, "
         "single process.",
         "- **Done when** (issue 5): at equal achieved error, HO solvers beat diffrax "
         "Kvaerno5's run time on Robertson and Van der Pol mu = 1000 and take fewer "
@@ -360,37 +268,32 @@ def fmt_count(x):
 
 def table(problem, rows):
     extra_keys = list(problem.extra_errors(problem.reference, problem.reference))
-    lines = [
-        "",
-        f"## {problem.title}",
-        "",
-        f"Reference: {problem.reference_note}.",
-        "",
-        "| solver | tol | order | steps (acc/rej) | Newton | Jac | f | LU | error "
-        "| error/tol | " + "".join(f"{k} | " for k in extra_keys)
-        + "compile s | run ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        + "---:|" * len(extra_keys) + "---:|---:|",
-    ]
-    notes = []
-    blank = "| " * (8 + len(extra_keys))
+    rows_md, notes = [], []
     for name, tol, r in rows:
         if "failed" in r:
-            lines.append(f"| {name} | {tol:.0e} | | failed {blank}")
+            rows_md.append([name, f"{tol:.0e}", "", "failed"] + [""] * (8 + len(extra_keys)))
             notes.append(f"- {name}, tol {tol:.0e}: failed: {r['failed']}")
             continue
         rej = "-" if r["rejected"] is None else r["rejected"]
-        compile_s = "" if math.isnan(r["compile_s"]) else f"{r['compile_s']:.2f}"
-        lines.append(
-            f"| {name} | {tol:.0e} | {r['order']} | {r['accepted']}/{rej} "
-            f"| {fmt_count(r['newton'])} | {fmt_count(r['jac_evals'])} "
-            f"| {fmt_count(r['nfev'])} | {fmt_count(r['nlu'])} "
-            f"| {r['error']:.2e} | {r['error'] / tol:.3g} | "
-            + "".join(f"{r['extra_errors'][k]:.2e} | " for k in extra_keys)
-            + f"{compile_s} | {run_ms(r):.3f} |"
-        )
+        rows_md.append([
+            name, f"{tol:.0e}", r["order"], f"{r['accepted']}/{rej}",
+            fmt_count(r["newton"]), fmt_count(r["jac_evals"]), fmt_count(r["nfev"]),
+            fmt_count(r["nlu"]), f"{r['error']:.2e}", f"{r['error'] / tol:.3g}",
+            *(f"{r['extra_errors'][k]:.2e}" for k in extra_keys),
+            "" if math.isnan(r["compile_s"]) else f"{r['compile_s']:.2f}",
+            f"{h.run_ms(r):.3f}",
+        ])
         if r["notes"]:
             notes.append(f"- {name}, tol {tol:.0e}: {r['notes']}")
+    lines = [
+        *h.problem_heading(problem),
+        *h.md_table(
+            ["solver", "tol", "order", "steps (acc/rej)", "Newton", "Jac", "f", "LU",
+             "error", "error/tol", *extra_keys, "compile s", "run ms"],
+            "l" + "r" * (13 + len(extra_keys)),
+            rows_md,
+        ),
+    ]
     if notes:
         lines += ["", *notes]
     return lines
@@ -427,7 +330,14 @@ def ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def fmt_ratio(x):
+    return "" if x is None else f"{x:.2f}"
+
+
 def summary(problem, rows, targets):
+    """The done-when section of one problem: (lines, record), the record holding what
+    `overview` shows: per target error, the best HO and the three ratios as the
+    done-when table prints them."""
     by = {}
     for name, tol, r in rows:
         by.setdefault(name, []).append((tol, r))
@@ -446,19 +356,13 @@ def summary(problem, rows, targets):
     error = comparison_error(problem)
     hos = [name for name in by if is_ho(name)]
     k5 = by.get("Kvaerno5+PID")
-    lines += [
-        "",
-        f"| {error_name(problem)} | Kvaerno5 ms | best HO | HO ms | time K5/HO "
-        "| Kvaerno5 steps | HO steps | steps K5/HO | K5/HO steps tried | verdict |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    info = []
+    rows_md, info, record = [], [], {}
     for target in targets:
-        k5_ms = at_error(k5, target, run_ms, error) if k5 else (None, "not run")
+        k5_ms = at_error(k5, target, h.run_ms, error) if k5 else (None, "not run")
         k5_steps = at_error(k5, target, steps, error) if k5 else (None, "not run")
         best = None
         for name in hos:
-            ms = at_error(by[name], target, run_ms, error)
+            ms = at_error(by[name], target, h.run_ms, error)
             if ms[0] is not None and (best is None or ms[0] < best[1][0]):
                 best = (name, ms, at_error(by[name], target, steps, error),
                         at_error(by[name], target, tried, error))
@@ -476,29 +380,73 @@ def summary(problem, rows, targets):
             ok = tr > 1 and sr > 1
             verdict = ("met" if ok else "**missed**") if problem.key in ISSUE_PROBLEMS \
                 else ("would be met" if ok else "would be missed")
-        lines.append(
-            f"| {target:.0e} | {fmt_at(*k5_ms, '.3g')} | {name} "
-            f"| {fmt_at(*ho_ms, '.3g')} | {'' if tr is None else f'{tr:.2f}'} "
-            f"| {fmt_at(*k5_steps, '.0f')} | {fmt_at(*ho_steps, '.0f')} "
-            f"| {'' if sr is None else f'{sr:.2f}'} | {'' if trr is None else f'{trr:.2f}'} "
-            f"| {verdict} |"
+        rows_md.append([
+            f"{target:.0e}", fmt_at(*k5_ms, ".3g"), name, fmt_at(*ho_ms, ".3g"),
+            fmt_ratio(tr), fmt_at(*k5_steps, ".0f"), fmt_at(*ho_steps, ".0f"),
+            fmt_ratio(sr), fmt_ratio(trr), verdict,
+        ])
+        record[target] = dict(
+            best=name, time=fmt_ratio(tr), steps=fmt_ratio(sr), tried=fmt_ratio(trr)
         )
         others = []
         for other in by:
             if other == "Kvaerno5+PID" or is_ho(other):
                 continue
-            ms = at_error(by[other], target, run_ms, error)
+            ms = at_error(by[other], target, h.run_ms, error)
             others.append(f"{other} {fmt_at(*ms, '.3g', ' ms')}")
             if best is not None and ms[0] is not None:
                 others[-1] += f" ({ms[0] / ho_ms[0]:.2f}x {name})"
         if others:
             info.append(f"at {error_name(problem)} {target:.0e}: " + "; ".join(others))
+    lines += [
+        "",
+        *h.md_table(
+            [error_name(problem), "Kvaerno5 ms", "best HO", "HO ms", "time K5/HO",
+             "Kvaerno5 steps", "HO steps", "steps K5/HO", "K5/HO steps tried", "verdict"],
+            "rrlrrrrrrl",
+            rows_md,
+        ),
+    ]
     if not hos:
         lines += ["", "No HO solver ran: no verdict."]
     if info:
         lines += ["", "Other solvers at equal error, for information: "
                   + "; ".join(info) + "."]
-    return lines
+    return lines, record
+
+
+def overview(records, targets):
+    """One table of every problem's done-when ratios (`records`: {key: (problem,
+    record from `summary`)}): the table docs/benchmarks.md shows."""
+    rows = []
+    for problem, record in records.values():
+        label = problem.label + (
+            f" ({problem.comparison_error})" if problem.comparison_error else ""
+        )
+        cells = [label]
+        for target in targets:
+            r = record.get(target)
+            if r is None:
+                cells.append("not run")
+            elif r["time"] and r["steps"] and r["tried"]:
+                cells.append(f"{r['time']}×; {r['steps']}×; {r['tried']}× ({r['best']})")
+            else:
+                cells.append(f"n/a ({r['best']})")
+        rows.append(cells)
+    return [
+        "",
+        "## Done when: overview",
+        "",
+        "Kvaerno5 / the best HO or XHO (least run time) at equal achieved error, from "
+        "the done-when tables above: run time; accepted steps; steps tried (accepted + "
+        "rejected).",
+        "",
+        *h.md_table(
+            ["problem", *(f"error {t:.0e}" for t in targets)],
+            "l" + "l" * len(targets),
+            rows,
+        ),
+    ]
 
 
 # --- Plots ------------------------------------------------------------------------
@@ -521,15 +469,8 @@ def style(name, index):
 
 
 def plot(problem, rows, targets, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by = {}
-    for name, tol, r in rows:
-        if "failed" not in r:
-            by.setdefault(name, []).append((tol, r))
+    plt = h.pyplot()
+    by = h.group_runs(rows)
     error = comparison_error(problem)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
     n_ho = 0
@@ -538,7 +479,7 @@ def plot(problem, rows, targets, path):
         s = style(name, n_ho)
         n_ho += is_ho(name)
         errors = [max(error(r), 1e-17) for _, r in runs]
-        ax1.loglog([run_ms(r) for _, r in runs], errors, label=name, **s)
+        ax1.loglog([h.run_ms(r) for _, r in runs], errors, label=name, **s)
         ax2.loglog([r["accepted"] for _, r in runs], errors, label=name, **s)
     for ax in (ax1, ax2):
         for target in targets:
@@ -555,9 +496,7 @@ def plot(problem, rows, targets, path):
     ax1.legend(fontsize=8)
     fig.suptitle(problem.title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return h.save_figure(fig, path)
 
 
 # --- Main -------------------------------------------------------------------------
@@ -574,35 +513,22 @@ def parse_pair(text):
 
 
 def check_references(problem):
+    """Print the reference with its cross-checks, the JAX and NumPy right-hand sides
+    against each other, and the analytic Jacobian against `jax.jacfwd`."""
     print(f"\n{problem.key}: {problem.title}")
-    print(f"  reference: {problem.reference_note}")
-    print(f"  analytic Jacobian vs jax.jacfwd: {sp.check_jacobian(problem):.1e} at y0, "
-          f"{sp.check_jacobian(problem, problem.reference):.1e} at the reference")
+    print(f"  reference {np.array2string(problem.reference, threshold=8)}")
+    print(f"  {problem.reference_note}")
+    f_jax = np.asarray(problem.vector_field(0.0, jnp.asarray(problem.reference), None))
+    f_np = problem.rhs(0.0, problem.reference)
+    print(f"  jnp vs numpy rhs at the reference: max |diff| "
+          f"{np.max(np.abs(f_jax - f_np)):.1e}")
+    print(f"  analytic Jacobian vs jax.jacfwd: {P.check_jacobian(problem):.1e} at y0, "
+          f"{P.check_jacobian(problem, problem.reference):.1e} at the reference")
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: tols {QUICK_TOLS}, problems {QUICK_PROBLEMS}, 2 repeats "
-        "(--tols/--problems still override)",
-    )
-    parser.add_argument("--tols", type=float, nargs="+", help=f"default {ALL_TOLS}")
-    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS),
-                        help="default: all")
-    base_names = [s.name for s in SOLVERS]
-    parser.add_argument(
-        "--solvers",
-        nargs="+",
-        choices=base_names + ["HO", "XHO"],
-        metavar="NAME",
-        help=f"default: all of {base_names + ['HO', 'XHO']} ('HO', 'XHO': the --ho, "
-        "--xho pairs)",
-    )
+    parser = h.parser(__doc__, "results_stiff.md", quick_help=GRID.quick_help)
+    GRID.add_options(parser, SOLVERS.names() + ["HO", "XHO"])
     parser.add_argument(
         "--ho",
         type=parse_pair,
@@ -632,35 +558,17 @@ def main():
     parser.add_argument(
         "--check-references",
         action="store_true",
-        help="print each reference's cross-checks and the Jacobian check, then exit",
+        help="print each reference's cross-checks, the JAX vs NumPy right-hand side "
+        "and the Jacobian check, then exit",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).parent / "results_stiff.md",
-        help="Markdown file for the results (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--img-dir",
-        type=Path,
-        help="where the plots go, as stiff_<problem>.png (default: docs/img; with "
-        "--quick, no plots unless --img-dir is given, so that a smoke run leaves the "
-        "documented plots alone)",
-    )
-    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
-    cli = parser.parse_args()
-    if cli.img_dir is None:
-        cli.img_dir = ROOT / "docs" / "img"
-        cli.no_plots = cli.no_plots or cli.quick
-
-    tols = sorted(cli.tols or (QUICK_TOLS if cli.quick else ALL_TOLS), reverse=True)
-    problem_keys = cli.problems or (QUICK_PROBLEMS if cli.quick else list(PROBLEMS))
-    bc.MAX_STEPS = MAX_STEPS
-    if cli.quick:
-        bc.TIMING.diffrax_repeats, TIMING.scipy_repeats = 2, 2
+    h.add_plot_options(parser, "stiff_<problem>.png")
+    cli = h.parse_args(parser)
+    tols, problem_keys = GRID.select(cli)
+    settings = h.Settings.for_run(MAX_STEPS, cli.quick)
+    img_dir = h.plot_dir(cli)
 
     # A solve that fails inside jit (eqx.error_if) logs the callback's traceback;
-    # `short_error` keeps the message for the table.
+    # `_harness.short_error` keeps the message for the table.
     logging.getLogger("jax._src.callback").setLevel(logging.CRITICAL)
 
     if cli.check_references:
@@ -693,34 +601,31 @@ def main():
             skipped = f"{skipped}; {note}" if skipped else note
             print(f"Skipping {note}", file=sys.stderr)
 
-    lines = header(cli, problem_keys, tols, solvers, skipped)
-    print("\n".join(lines), flush=True)
+    lines = []
+    h.emit(lines, header(cli, problem_keys, tols, solvers, skipped, settings))
+    records = {}
     for key in problem_keys:
         problem = PROBLEMS[key]()
         print(f"[{key}] reference ...", file=sys.stderr, flush=True)
         problem.reference_note  # noqa: B018  (solve for the reference now)
-        rows = bc.run_grid(
-            problem, tols, solvers,
+        rows = h.run_grid(
+            problem, tols, solvers, settings,
             lambda r: f"steps {r['accepted']}/{r['rejected'] or 0}, "
             f"error {r['error']:.2e}, "
             + ("" if math.isnan(r["compile_s"])
                else f"compile {r['compile_s']:.2f} s, ")
-            + f"run {run_ms(r):.3f} ms",
+            + f"run {h.run_ms(r):.3f} ms",
         )
-        problem_lines = table(problem, rows) + summary(problem, rows, cli.target_errors)
-        if not cli.no_plots:
-            path = cli.img_dir / f"stiff_{key}.png"
-            plot(problem, rows, cli.target_errors, path)
-            try:
-                shown = path.resolve().relative_to(ROOT)
-            except ValueError:
-                shown = path
+        summary_lines, record = summary(problem, rows, cli.target_errors)
+        records[key] = (problem, record)
+        problem_lines = table(problem, rows) + summary_lines
+        if img_dir is not None:
+            shown = plot(problem, rows, cli.target_errors, img_dir / f"stiff_{key}.png")
             problem_lines += ["", f"Plot: `{shown}`."]
-        print("\n".join(problem_lines), flush=True)
-        lines += problem_lines
+        h.emit(lines, problem_lines)
+    h.emit(lines, overview(records, cli.target_errors))
 
-    cli.out.write_text("\n".join(lines) + "\n")
-    print(f"\nWritten to {cli.out}")
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Per-step cost of choosing the order with `lax.switch`, against a fixed order.
+"""Benchmark: the per-step cost of choosing the order with `lax.switch`, against a fixed order.
 
 Kepler e = 0.9, 10 periods, rtol = atol = 1e-12 with `taylorode.TaylorController`.
 `Taylor()` steps at order 15 (Jorba & Zou's order for 1e-12). `Taylor(orders=...)`
@@ -8,27 +8,23 @@ the difference in run time is what the switch costs: a conditional over the cand
 kernels in every step. Under `vmap` (a batch of 64 initial conditions) the index is made
 batch-uniform, so the switch stays a conditional.
 
-Usage: `python benchmarks/bench_switch.py [--out results_switch.md]`.
+    python benchmarks/bench_switch.py            # full run
+    python benchmarks/bench_switch.py --quick    # smoke run
 """
 
-import argparse
-import os
-import platform
-import time
-from pathlib import Path
-
+import _harness as h
+import _problems as P
+import diffrax
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)
+import taylorode
 
-import diffrax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import taylorode  # noqa: E402
 
 TOL = 1e-12
 E = 0.9
-T1 = 20 * np.pi
+PERIODS = 10
 BATCH = 64
 REPEATS = 15
 
@@ -40,19 +36,10 @@ CONFIGS = [
 ]
 
 
-def kepler(t, y, args):
-    q, v = y[:2], y[2:]
-    return jnp.concatenate([v, -q / jnp.sum(q * q) ** 1.5])
-
-
-def y0_for(e):
-    return jnp.stack([1 - e, 0.0 * e, 0.0 * e, jnp.sqrt((1 + e) / (1 - e))])
-
-
-def solve_fn(solver):
+def solve_fn(solver, t1):
     def solve(y0):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(kepler), solver, 0.0, T1, None, y0,
+            diffrax.ODETerm(P.kepler), solver, 0.0, t1, None, y0,
             stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL),
             saveat=diffrax.SaveAt(t1=True, solver_state=True), max_steps=100_000,
         )
@@ -61,51 +48,54 @@ def solve_fn(solver):
     return solve
 
 
-def timed(fn, x):
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(x).compile()
-    compile_s = time.perf_counter() - start
-    out = jax.block_until_ready(compiled(x))
-    best = np.inf
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(x))
-        best = min(best, time.perf_counter() - start)
-    return compile_s, best, out
+def timed(fn, x, repeats):
+    compiled, compile_s = h.compile_timed(fn, x)
+    times, out = h.time_calls(compiled, x, repeats=repeats)
+    return compile_s, min(times), out
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results_switch.md")
-    cli = parser.parse_args()
-    lines = [
+    parser = h.parser(
+        __doc__,
+        "results_switch.md",
+        quick_help="2 periods, the first two configurations, a batch of 8, 2 repeats",
+    )
+    cli = h.parse_args(parser)
+    periods, configs, batch_size, repeats = (
+        (2, CONFIGS[:2], 8, 2) if cli.quick else (PERIODS, CONFIGS, BATCH, REPEATS)
+    )
+    t1 = 2 * periods * np.pi
+    lines = []
+    h.emit(lines, [
         "# Per-step order selection: the cost of `lax.switch`",
         "",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- Machine: {platform.platform()}, {os.cpu_count()} CPUs "
-        f"(load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}); "
-        f"JAX {jax.__version__}, diffrax {diffrax.__version__}, backend {jax.default_backend()}",
-        f"- Problem: Kepler e = {E}, t in [0, {T1:.4g}], rtol = atol = {TOL:g}, "
+        *h.environment_lines(cli.quick),
+        f"- Problem: Kepler e = {E}, t in [0, {t1:.4g}], rtol = atol = {TOL:g}, "
         "`TaylorController`, float64, whole solve under `jax.jit`; run = best of "
-        f"{REPEATS} after a warm-up; batch = `jax.vmap` over {BATCH} eccentricities in [0.85, 0.9].",
+        f"{repeats} after a warm-up; batch = `jax.vmap` over {batch_size} eccentricities "
+        "in [0.85, 0.9].",
         "",
-        "| solver | orders used | steps | compile s | run ms | µs / step | batch compile s | batch run ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    print("\n".join(lines), flush=True)
-    batch = jax.vmap(y0_for)(jnp.linspace(0.85, 0.9, BATCH))
-    for name, make in CONFIGS:
-        fn = solve_fn(make())
-        compile_s, run_s, (_, steps, counts) = timed(fn, y0_for(jnp.float64(E)))
-        used = {q: int(c) for q, c in counts.items() if int(c) > 0}
-        bcompile_s, brun_s, _ = timed(jax.vmap(fn), batch)
-        row = (
-            f"| {name} | {used} | {int(steps)} | {compile_s:.2f} | {1e3 * run_s:.2f} | "
-            f"{1e6 * run_s / int(steps):.2f} | {bcompile_s:.2f} | {1e3 * brun_s:.1f} |"
+        *h.md_table(
+            ["solver", "orders used", "steps", "compile s", "run ms", "µs / step",
+             "batch compile s", "batch run ms"],
+            "llrrrrrr",
+        ),
+    ])
+    batch = jax.vmap(lambda e: P.kepler_pericentre_state(e, jnp))(
+        jnp.linspace(0.85, 0.9, batch_size)
+    )
+    for name, make in configs:
+        fn = solve_fn(make(), t1)
+        compile_s, run_s, (_, steps, counts) = timed(
+            fn, P.kepler_pericentre_state(jnp.float64(E), jnp), repeats
         )
-        lines.append(row)
-        print(row, flush=True)
-    cli.out.write_text("\n".join(lines) + "\n")
+        used = {q: int(c) for q, c in counts.items() if int(c) > 0}
+        bcompile_s, brun_s, _ = timed(jax.vmap(fn), batch, repeats)
+        h.emit(lines, [h.md_row([
+            name, used, int(steps), f"{compile_s:.2f}", f"{1e3 * run_s:.2f}",
+            f"{1e6 * run_s / int(steps):.2f}", f"{bcompile_s:.2f}", f"{1e3 * brun_s:.1f}",
+        ])])
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Benchmark: work-precision of taylorode's automatic order against heyoka, Tsit5, Dopri8.
 
-For four float64 problems with accurate references,
+For four float64 problems with accurate references (`_problems.py`),
 
-- `kepler`: Kepler problem, e = 0.9, 10 periods from pericentre (from bench_control);
+- `kepler`: Kepler problem, e = 0.9, 10 periods from pericentre;
 - `lorenz`: Lorenz system, sigma = 10, rho = 28, beta = 8/3, y0 = (1, 1, 1), t in [0, 5]
   (chaotic: the horizon is kept short so that float64 solutions can still be checked);
-- `arenstorf`: restricted three-body Arenstorf orbit, one period (from bench_control);
-- `pleiades`: the 7-body Pleiades problem, t in [0, 3] (from bench_control),
+- `arenstorf`: restricted three-body Arenstorf orbit, one period;
+- `pleiades`: the 7-body Pleiades problem, t in [0, 3],
 
 and tolerances 1e-6 ... 1e-14 (rtol = atol = tol), five solvers:
 
@@ -19,9 +19,10 @@ and tolerances 1e-6 ... 1e-14 (rtol = atol = tol), five solvers:
 
 Per run: the orders used (`taylorode.order_counts`), accepted/rejected steps, the error at
 t1, compile and run time; then a "done-when" summary per problem at equal achieved error
-1e-10 against the targets of issue 4, and a work-precision plot per problem
-(`docs/img/workprecision_<problem>.png`). Problems, references, timing and the heyoka and
-Dopri8 entries are those of `bench_control.py`.
+1e-10 against the targets of issue 4, a work-precision plot per problem
+(`docs/img/workprecision_<problem>.png`), and an overview of the summaries (the table
+that docs/benchmarks.md shows). Timing and the heyoka entry are the harness's, as in
+`bench_control.py`.
 
     python benchmarks/bench_workprecision.py              # full run (~4 min)
     python benchmarks/bench_workprecision.py --quick      # smoke run
@@ -29,29 +30,22 @@ Dopri8 entries are those of `bench_control.py`.
         --solvers heyoka "Taylor()+TC"
 """
 
-import argparse
 import math
-import sys
-from pathlib import Path
 
+import _harness as h
+import _problems as P
 import diffrax
-import heyoka as hy
-import jax.numpy as jnp
-import mpmath
-import numpy as np
+
+import taylorode
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_control as bc  # noqa: E402  (also enables float64 in JAX)
-
-import taylorode  # noqa: E402
-
-
-ROOT = Path(__file__).resolve().parent.parent
-ALL_TOLS = (1e-6, 1e-8, 1e-10, 1e-12, 1e-14)
-QUICK_TOLS = (1e-8, 1e-12)
-QUICK_PROBLEMS = ("kepler", "lorenz")
+PROBLEMS = P.NONSTIFF
+GRID = h.Grid(
+    problems=PROBLEMS,
+    tols=(1e-6, 1e-8, 1e-10, 1e-12, 1e-14),
+    quick_problems=("kepler", "lorenz"),
+    quick_tols=(1e-8, 1e-12),
+)
 TARGET_ERROR = 1e-10
 MAX_STEPS = 1_000_000  # Tsit5 at 1e-14 takes tens of thousands of steps
 
@@ -62,159 +56,52 @@ TARGET_REJECTED = 0.02  # rejected / all steps of Taylor()+TC, at most
 TARGET_COMPILE = 2.0  # compile time of Taylor()+TC / Dopri8, at most
 
 
-# --- Lorenz -----------------------------------------------------------------------
-
-
-LORENZ_SIGMA, LORENZ_RHO, LORENZ_BETA = 10.0, 28.0, 8.0 / 3.0  # float64, in both fields
-LORENZ_T1 = 5.0
-
-
-def lorenz(t, y, args):
-    x, y_, z = y[0], y[1], y[2]
-    return jnp.stack(
-        [
-            LORENZ_SIGMA * (y_ - x),
-            x * (LORENZ_RHO - z) - y_,
-            x * y_ - LORENZ_BETA * z,
-        ]
-    )
-
-
-def lorenz_heyoka():
-    x, y, z = hy.make_vars("x", "y", "z")
-    return [
-        (x, LORENZ_SIGMA * (y - x)),
-        (y, x * (LORENZ_RHO - z) - y),
-        (z, x * y - LORENZ_BETA * z),
-    ]
-
-
-def lorenz_mpmath_taylor(y0, t1, *, steps=500, order=30, dps=40):
-    """Fixed-step Taylor method in mpmath (the Lorenz recurrences written out), from the
-    float64 y0 with the float64 parameters: an independent check of heyoka's real128
-    reference. 500 steps of h = 0.01 at order 30: truncation ~ (h/rho)^30, far below
-    float64 at this radius of convergence (rho ~ 0.1)."""
-    with mpmath.workdps(dps):
-        s, r, b = (mpmath.mpf(v) for v in (LORENZ_SIGMA, LORENZ_RHO, LORENZ_BETA))
-        x, y, z = (mpmath.mpf(float(v)) for v in y0)
-        h = mpmath.mpf(t1) / steps
-        for _ in range(steps):
-            X, Y, Z = [x], [y], [z]
-            for k in range(order):
-                xz = mpmath.fsum(X[i] * Z[k - i] for i in range(k + 1))
-                xy = mpmath.fsum(X[i] * Y[k - i] for i in range(k + 1))
-                X.append(s * (Y[k] - X[k]) / (k + 1))
-                Y.append((r * X[k] - xz - Y[k]) / (k + 1))
-                Z.append((xy - b * Z[k]) / (k + 1))
-            x, y, z = (mpmath.polyval(c[::-1], h) for c in (X, Y, Z))
-        return np.array([float(x), float(y), float(z)])
-
-
-def lorenz_problem():
-    y0, t1 = np.ones(3), LORENZ_T1
-    reference, order, _ = bc.heyoka_reference(lorenz_heyoka, y0, t1, hy.real128)
-    mp = lorenz_mpmath_taylor(y0, t1)
-    ld, _, _ = bc.heyoka_reference(lorenz_heyoka, y0, t1, np.longdouble)
-    note = (
-        f"heyoka in real128 (tol 1e-33, order {order}) from the float64 y0 to t1 = 5; "
-        "an independent fixed-step Taylor method in mpmath (Lorenz recurrences, order "
-        f"30, 500 steps, 40 digits) agrees to {bc.mixed_error(mp, reference):.1e} and "
-        f"heyoka in long double (tol 1e-19) to {bc.mixed_error(ld, reference):.1e} "
-        "(after rounding to float64). Lorenz is chaotic (largest Lyapunov exponent "
-        "~0.9): an error made early grows ~e^4.5 ~ 90-fold by t = 5"
-    )
-    return bc.Problem(
-        key="lorenz",
-        title="Lorenz, sigma = 10, rho = 28, beta = 8/3, y0 = (1, 1, 1), t in [0, 5]",
-        vector_field=lorenz,
-        heyoka_system=lorenz_heyoka,
-        y0=y0,
-        t1=t1,
-        reference=reference,
-        reference_note=note,
-    )
-
-
-PROBLEMS = {
-    "kepler": bc.kepler_problem,
-    "lorenz": lorenz_problem,
-    "arenstorf": bc.arenstorf_problem,
-    "pleiades": bc.pleiades_problem,
-}
-
-
 # --- Solvers ----------------------------------------------------------------------
 
 
-SOLVERS: list[bc.SolverConfig] = []
+SOLVERS = h.Registry()
+SOLVERS.add("heyoka")(h.run_heyoka)
 
 
-def solver_config(name):
-    def register(fn):
-        SOLVERS.append(bc.SolverConfig(name, fn))
-        return fn
-
-    return register
+SOLVERS.add("Tsit5+PID")(h.diffrax_entry(lambda tol: diffrax.Tsit5(), h.pid, 5))
+SOLVERS.add("Dopri8+PID")(h.diffrax_entry(lambda tol: diffrax.Dopri8(), h.pid, 8))
 
 
-solver_config("heyoka")(bc.heyoka_entry)
-
-
-@solver_config("Tsit5+PID")
-def tsit5_pid(problem, tol):
-    return bc.run_diffrax(
-        problem,
-        tol,
-        diffrax.Tsit5(),
-        diffrax.PIDController(rtol=tol, atol=tol),
-        order=5,
-    )
-
-
-solver_config("Dopri8+PID")(bc.dopri8_pid)
-
-
-def run_taylor(problem, tol, solver):
+def run_taylor(problem, tol, solver, settings):
     """A `taylorode.Taylor` solve with `TaylorController`, recording the orders used."""
-    r = bc.run_diffrax(
+    r = h.run_diffrax(
         problem,
-        tol,
         solver,
         taylorode.TaylorController(rtol=tol, atol=tol),
+        settings=settings,
         order=None,
         saveat=diffrax.SaveAt(t1=True, solver_state=True),
         outputs=taylorode.order_counts,
     )
     counts = {int(q): int(n) for q, n in r["outputs"].items()}
     r["order"] = counts
-    # The controller's zero-length first step counts in num_accepted_steps but not in
-    # order_counts.
-    if sum(counts.values()) != r["accepted"] - 1:
+    if sum(counts.values()) != r["accepted"]:
         r["notes"] = (
-            f"order_counts sum to {sum(counts.values())}, but num_accepted_steps - 1 "
-            f"= {r['accepted'] - 1}"
+            f"order_counts sum to {sum(counts.values())}, but num_accepted_steps "
+            f"= {r['accepted']}"
         )
     return r
 
 
-@solver_config("Taylor()+TC")
-def taylor_auto_tc(problem, tol):
-    return run_taylor(problem, tol, taylorode.Taylor())
+@SOLVERS.add("Taylor()+TC")
+def taylor_auto_tc(problem, tol, settings):
+    return run_taylor(problem, tol, taylorode.Taylor(), settings)
 
 
-@solver_config("Taylor(orders)+TC")
-def taylor_orders_tc(problem, tol):
-    p = bc.heyoka_order(tol)
-    return run_taylor(problem, tol, taylorode.Taylor(orders=(p - 2, p, p + 2)))
-
-
-def is_taylorode(name):
-    return name.startswith("Taylor")
+@SOLVERS.add("Taylor(orders)+TC")
+def taylor_orders_tc(problem, tol, settings):
+    p = h.heyoka_order(tol)
+    return run_taylor(problem, tol, taylorode.Taylor(orders=(p - 2, p, p + 2)), settings)
 
 
 def steps_taken(name, r):
-    """Accepted steps, less TaylorController's zero-length first step."""
-    return r["accepted"] - (1 if is_taylorode(name) else 0)
+    """Accepted steps (every step diffrax counts is one taken)."""
+    return r["accepted"]
 
 
 def rejected_fraction(name, r):
@@ -223,23 +110,17 @@ def rejected_fraction(name, r):
     return rej / total if total else 0.0
 
 
-def run_ms(r):
-    return r["run_ms_best"] if r["run_stat"] == "best" else r["run_ms_median"]
-
-
 # --- Report -----------------------------------------------------------------------
 
 
-def header(cli, problems, tols, solvers):
+def header(cli, problems, tols, solvers, settings):
     return [
         "# Work-precision: taylorode's automatic order vs heyoka, Tsit5 and Dopri8",
         "",
-        *bc.environment_lines(cli.quick),
-        f"- Problems: {', '.join(problems)}; tols: "
-        f"{', '.join(f'{t:.0e}' for t in tols)}; solvers: "
-        f"{', '.join(s.name for s in solvers)}",
+        *h.environment_lines(cli.quick),
+        h.grid_line(problems, tols, solvers),
         "- Settings: float64; t0 = 0; diffrax: rtol = atol = tol, `dt0=None`, "
-        f"`max_steps={MAX_STEPS}`, whole solve under `jax.jit`; heyoka: "
+        f"`max_steps={settings.max_steps}`, whole solve under `jax.jit`; heyoka: "
         "`taylor_adaptive(sys, y0, tol=tol)` (default mode). `Taylor()+TC`: "
         "`taylorode.Taylor()` + `taylorode.TaylorController(rtol=tol, atol=tol)`, order "
         "p = max(2, ceil(-ln(tol)/2 + 1)) chosen by the solver from the controller's "
@@ -247,17 +128,15 @@ def header(cli, problems, tols, solvers):
         "order chosen per step.",
         "- **orders used**: heyoka's order; for taylorode, `taylorode.order_counts(sol)` "
         "as order:steps.",
-        "- **steps (acc/rej)**: as diffrax counts them. `TaylorController` makes a "
-        "zero-length first step that diffrax counts as accepted: the taylorode rows "
-        "show one step more than they take, and every comparison below subtracts it. "
+        "- **steps (acc/rej)**: as diffrax counts them. "
         "heyoka never rejects a step. **rej %** = rejected / (taken + rejected).",
         "- **error** = max_i |y_i(t1) - ref_i| / (1 + |ref_i|) (mixed abs/rel, max "
         "norm), as in bench_control.",
         "- **compile s**: diffrax: `jax.jit(...).lower(y0).compile()`; heyoka: "
         "construction of `taylor_adaptive` with its in-memory cache cleared and its "
         "disk cache off.",
-        f"- **run ms**: diffrax: best of {bc.TIMING.diffrax_repeats} calls after a "
-        f"warm-up call; heyoka: median of {bc.TIMING.heyoka_repeats} "
+        f"- **run ms**: diffrax: best of {settings.diffrax_repeats} calls after a "
+        f"warm-up call; heyoka: median of {settings.heyoka_repeats} "
         "`propagate_until(t1)` from a reset time and state. Wall time, single process.",
         f"- **Done when** (issue 4), for `Taylor()+TC` at equal achieved error "
         f"{TARGET_ERROR:.0e}: run time >= {TARGET_SPEEDUP:g}x faster than Dopri8; steps "
@@ -266,34 +145,30 @@ def header(cli, problems, tols, solvers):
     ]
 
 
-fmt_order = bc.fmt_order
-
-
 def table(problem, rows):
-    lines = [
-        "",
-        f"## {problem.title}",
-        "",
-        f"Reference: {problem.reference_note}.",
-        "",
-        "| solver | tol | orders used | steps (acc/rej) | rej % | error | error/tol "
-        "| compile s | run ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    notes = []
+    rows_md, notes = [], []
     for name, tol, r in rows:
         if "failed" in r:
-            lines.append(f"| {name} | {tol:.0e} | | failed | | | | | |")
+            rows_md.append([name, f"{tol:.0e}", "", "failed", "", "", "", "", ""])
             notes.append(f"- {name}, tol {tol:.0e}: failed: {r['failed']}")
             continue
-        rej = r["rejected"] or 0
-        lines.append(
-            f"| {name} | {tol:.0e} | {fmt_order(r['order'])} | {r['accepted']}/{rej} "
-            f"| {100 * rejected_fraction(name, r):.1f} | {r['error']:.2e} "
-            f"| {r['error'] / tol:.3g} | {r['compile_s']:.2f} | {run_ms(r):.3f} |"
-        )
+        rows_md.append([
+            name, f"{tol:.0e}", h.fmt_order(r["order"]),
+            f"{r['accepted']}/{r['rejected'] or 0}",
+            f"{100 * rejected_fraction(name, r):.1f}", f"{r['error']:.2e}",
+            f"{r['error'] / tol:.3g}", f"{r['compile_s']:.2f}", f"{h.run_ms(r):.3f}",
+        ])
         if r["notes"] and name != "heyoka":
             notes.append(f"- {name}, tol {tol:.0e}: {r['notes']}")
+    lines = [
+        *h.problem_heading(problem),
+        *h.md_table(
+            ["solver", "tol", "orders used", "steps (acc/rej)", "rej %", "error",
+             "error/tol", "compile s", "run ms"],
+            "lrrrrrrrr",
+            rows_md,
+        ),
+    ]
     if notes:
         lines += ["", *notes]
     return lines
@@ -311,7 +186,7 @@ def time_at_error(runs, target=TARGET_ERROR):
       target, or None where none do (the loosest run already meets it, or none does).
     """
     runs = sorted([(t, r) for t, r in runs if "failed" not in r], key=lambda x: -x[0])
-    ok = [(run_ms(r), t) for t, r in runs if r["error"] <= target]
+    ok = [(h.run_ms(r), t) for t, r in runs if r["error"] <= target]
     fastest = min(ok) if ok else None
     interp = None
     for (ta, ra), (tb, rb) in zip(runs, runs[1:]):
@@ -319,7 +194,8 @@ def time_at_error(runs, target=TARGET_ERROR):
         if ea > target >= eb and ea > 0 and eb > 0:
             w = (math.log(target) - math.log(ea)) / (math.log(eb) - math.log(ea))
             ms = math.exp(
-                math.log(run_ms(ra)) + w * (math.log(run_ms(rb)) - math.log(run_ms(ra)))
+                math.log(h.run_ms(ra))
+                + w * (math.log(h.run_ms(rb)) - math.log(h.run_ms(ra)))
             )
             interp = (ms, (ta, tb))
             break
@@ -352,8 +228,8 @@ def fmt_speedup(ratio, how, fallback):
         return f"{ratio:.2f} ({how})"
     if fallback is None or fallback[0] is None:
         return f"{TARGET_ERROR:.0e} not reached"
-    r, h, e = fallback
-    return f"{TARGET_ERROR:.0e} not reached; at error {e:.1e}: {r:.2f} ({h})"
+    r, how_, e = fallback
+    return f"{TARGET_ERROR:.0e} not reached; at error {e:.1e}: {r:.2f} ({how_})"
 
 
 def describe(at):
@@ -374,7 +250,22 @@ def verdict(value, target, at_most):
     return "met" if ok else "**missed**"
 
 
+# The metrics of the done-when tables, in order: (key, label, short label, target).
+METRICS = (
+    ("speedup", f"run time Dopri8 / Taylor()+TC at error {TARGET_ERROR:.0e}",
+     "run time Dopri8 / Taylor()+TC", f">= {TARGET_SPEEDUP:g}"),
+    ("steps", "steps Taylor()+TC / heyoka (same tol; first step excluded)",
+     "steps Taylor()+TC / heyoka", f"<= {TARGET_STEPS:g}"),
+    ("rejected", "rejected steps of Taylor()+TC", "rejected",
+     f"<= {100 * TARGET_REJECTED:g} %"),
+    ("compile", "compile Taylor()+TC / Dopri8 (same tol)", "compile Taylor()+TC / Dopri8",
+     f"<= {TARGET_COMPILE:g}"),
+)
+
+
 def summary(problem, rows):
+    """The done-when section of one problem: (lines, record), the record holding what
+    `overview` shows: the tol compared at, and {metric key: (value, worst, verdict)}."""
     by = {}
     for name, tol, r in rows:
         by.setdefault(name, {})[tol] = r
@@ -385,7 +276,7 @@ def summary(problem, rows):
     ]
     tc, d8, hk = by.get("Taylor()+TC"), by.get("Dopri8+PID"), by.get("heyoka")
     if tc is None:
-        return lines + ["(Taylor()+TC not run: no summary.)"]
+        return lines + ["(Taylor()+TC not run: no summary.)"], None
     ok = lambda d: {t: r for t, r in (d or {}).items() if "failed" not in r}  # noqa: E731
     tc, d8, hk = ok(tc), ok(d8), ok(hk)
     at = {name: time_at_error(list(runs.items())) for name, runs in by.items()}
@@ -409,18 +300,16 @@ def summary(problem, rows):
         "",
         f"Steps, rejections and compile time at {t_note}, and the worst over all tols.",
         "",
-        "| metric | target | value | worst over tols | verdict |",
-        "|---|---:|---:|---:|---|",
     ]
+    metrics = {}
 
     # Run time vs Dopri8 at equal error.
     runs = {name: list(rs.items()) for name, rs in by.items()}
     if d8:
         ratio, how, fallback = speedup_at_error(runs["Dopri8+PID"], runs["Taylor()+TC"])
-        lines.append(
-            f"| run time Dopri8 / Taylor()+TC at error {TARGET_ERROR:.0e} "
-            f"| >= {TARGET_SPEEDUP:g} | {fmt_speedup(ratio, how, fallback)} "
-            f"| | {verdict(ratio, TARGET_SPEEDUP, at_most=False)} |"
+        metrics["speedup"] = (
+            fmt_speedup(ratio, how, fallback), "",
+            verdict(ratio, TARGET_SPEEDUP, at_most=False),
         )
     # Steps vs heyoka at the same tol.
     if hk:
@@ -432,22 +321,19 @@ def summary(problem, rows):
         if ratios:
             worst = max(ratios, key=ratios.get)
             v = ratios.get(t_star)
-            lines.append(
-                f"| steps Taylor()+TC / heyoka (same tol; first step excluded) "
-                f"| <= {TARGET_STEPS:g} | "
-                + (f"{v:.3f} ({steps_taken('Taylor()+TC', tc[t_star])}/"
-                   f"{steps_taken('heyoka', hk[t_star])})" if v else "n/a")
-                + f" | {ratios[worst]:.3f} at {worst:.0e} "
-                f"| {verdict(v, TARGET_STEPS, at_most=True)} |"
+            metrics["steps"] = (
+                f"{v:.3f} ({steps_taken('Taylor()+TC', tc[t_star])}/"
+                f"{steps_taken('heyoka', hk[t_star])})" if v else "n/a",
+                f"{ratios[worst]:.3f} at {worst:.0e}",
+                verdict(v, TARGET_STEPS, at_most=True),
             )
     # Rejections.
     fr = {t: rejected_fraction("Taylor()+TC", r) for t, r in tc.items()}
     worst = max(fr, key=fr.get)
-    lines.append(
-        f"| rejected steps of Taylor()+TC | <= {100 * TARGET_REJECTED:g} % "
-        f"| {100 * fr[t_star]:.1f} % ({tc[t_star]['rejected']}) "
-        f"| {100 * fr[worst]:.1f} % at {worst:.0e} "
-        f"| {verdict(fr[t_star], TARGET_REJECTED, at_most=True)} |"
+    metrics["rejected"] = (
+        f"{100 * fr[t_star]:.1f} % ({tc[t_star]['rejected']})",
+        f"{100 * fr[worst]:.1f} % at {worst:.0e}",
+        verdict(fr[t_star], TARGET_REJECTED, at_most=True),
     )
     # Compile time vs Dopri8 at the same tol.
     if d8:
@@ -455,13 +341,18 @@ def summary(problem, rows):
         if cr:
             worst = max(cr, key=cr.get)
             v = cr.get(t_star)
-            lines.append(
-                f"| compile Taylor()+TC / Dopri8 (same tol) | <= {TARGET_COMPILE:g} | "
-                + (f"{v:.2f} ({tc[t_star]['compile_s']:.2f} s / "
-                   f"{d8[t_star]['compile_s']:.2f} s)" if v else "n/a")
-                + f" | {cr[worst]:.2f} at {worst:.0e} "
-                f"| {verdict(v, TARGET_COMPILE, at_most=True)} |"
+            metrics["compile"] = (
+                f"{v:.2f} ({tc[t_star]['compile_s']:.2f} s / "
+                f"{d8[t_star]['compile_s']:.2f} s)" if v else "n/a",
+                f"{cr[worst]:.2f} at {worst:.0e}",
+                verdict(v, TARGET_COMPILE, at_most=True),
             )
+    lines += h.md_table(
+        ["metric", "target", "value", "worst over tols", "verdict"],
+        "lrrrl",
+        [[label, target, *metrics[key]] for key, label, _, target in METRICS
+         if key in metrics],
+    )
     # For information: the other solvers against Taylor()+TC at equal error.
     info = []
     for name in by:
@@ -474,7 +365,39 @@ def summary(problem, rows):
     if info:
         lines += ["", "Run-time ratios at equal error, for information: "
                   + "; ".join(info) + "."]
-    return lines
+    return lines, dict(tol=t_star, metrics=metrics)
+
+
+def overview(records):
+    """One table of every problem's done-when summary (`records`: {problem key:
+    record from `summary`}): the table docs/benchmarks.md shows."""
+    rows = []
+    for key, record in records.items():
+        cells = [f"{key} (tol {record['tol']:.0e})"]
+        for metric, *_ in METRICS:
+            if metric not in record["metrics"]:
+                cells.append("not run")
+                continue
+            value, worst, verdict_ = record["metrics"][metric]
+            cells.append("; ".join(
+                [value] + ([f"worst {worst}"] if worst else []) + [verdict_]
+            ))
+        rows.append(cells)
+    return [
+        "",
+        "## Done when: overview",
+        "",
+        "The done-when tables above, one row per problem: run time at equal achieved "
+        f"error {TARGET_ERROR:.0e}; steps, rejections and compile time at the tol in the "
+        f"first column (the loosest at which `Taylor()+TC` reaches {TARGET_ERROR:.0e}, "
+        "else the tightest); each cell: the value, the worst over all tols, the verdict.",
+        "",
+        *h.md_table(
+            ["problem", *(f"{short} ({target})" for _, _, short, target in METRICS)],
+            "lrrrr",
+            rows,
+        ),
+    ]
 
 
 # --- Plots ------------------------------------------------------------------------
@@ -490,21 +413,14 @@ STYLES = {
 
 
 def plot(problem, rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by = {}
-    for name, tol, r in rows:
-        if "failed" not in r:
-            by.setdefault(name, []).append((tol, r))
+    plt = h.pyplot()
+    by = h.group_runs(rows)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
     for name, runs in by.items():
         runs.sort(key=lambda x: -x[0])
         style = STYLES.get(name, {})
         ax1.loglog(
-            [run_ms(r) for _, r in runs],
+            [h.run_ms(r) for _, r in runs],
             [max(r["error"], 1e-17) for _, r in runs],
             label=name,
             **style,
@@ -526,86 +442,47 @@ def plot(problem, rows, path):
     ax1.legend(fontsize=8)
     fig.suptitle(problem.title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return h.save_figure(fig, path)
 
 
 # --- Main -------------------------------------------------------------------------
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: tols {QUICK_TOLS}, problems {QUICK_PROBLEMS}, fewer repeats "
-        "(--tols/--problems still override)",
-    )
-    parser.add_argument("--tols", type=float, nargs="+", help=f"default {ALL_TOLS}")
-    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS),
-                        help="default: all")
-    parser.add_argument(
-        "--solvers",
-        nargs="+",
-        choices=[s.name for s in SOLVERS],
-        metavar="NAME",
-        help=f"default: all of {[s.name for s in SOLVERS]}",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).parent / "results_workprecision.md",
-        help="Markdown file for the results (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--img-dir",
-        type=Path,
-        help="where the plots go, as workprecision_<problem>.png (default: docs/img; "
-        "with --quick, no plots unless --img-dir is given, so that a smoke run leaves "
-        "the documented plots alone)",
-    )
-    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
-    cli = parser.parse_args()
-    if cli.img_dir is None:
-        cli.img_dir = ROOT / "docs" / "img"
-        cli.no_plots = cli.no_plots or cli.quick
+    parser = h.parser(__doc__, "results_workprecision.md", quick_help=GRID.quick_help)
+    GRID.add_options(parser, SOLVERS.names())
+    h.add_plot_options(parser, "workprecision_<problem>.png")
+    cli = h.parse_args(parser)
+    tols, problem_keys = GRID.select(cli)
+    solvers = SOLVERS.select(cli.solvers)
+    settings = h.Settings.for_run(MAX_STEPS, cli.quick)
+    img_dir = h.plot_dir(cli)
 
-    tols = sorted(cli.tols or (QUICK_TOLS if cli.quick else ALL_TOLS), reverse=True)
-    problem_keys = cli.problems or (QUICK_PROBLEMS if cli.quick else list(PROBLEMS))
-    solvers = [s for s in SOLVERS if cli.solvers is None or s.name in cli.solvers]
-    bc.MAX_STEPS = MAX_STEPS
-    if cli.quick:
-        bc.TIMING.diffrax_repeats, bc.TIMING.heyoka_repeats = 2, 3
-
-    lines = header(cli, problem_keys, tols, solvers)
-    print("\n".join(lines), flush=True)
+    lines = []
+    h.emit(lines, header(cli, problem_keys, tols, solvers, settings))
+    records = {}
     for key in problem_keys:
         problem = PROBLEMS[key]()
-        rows = bc.run_grid(
-            problem, tols, solvers,
-            lambda r: f"orders {fmt_order(r['order'])}, "
+        problem.reference  # noqa: B018  (compute the reference before any solve)
+        rows = h.run_grid(
+            problem, tols, solvers, settings,
+            lambda r: f"orders {h.fmt_order(r['order'])}, "
             f"steps {r['accepted']}/{r['rejected'] or 0}, "
             f"error {r['error']:.2e}, compile {r['compile_s']:.2f} s, "
-            f"run {run_ms(r):.3f} ms",
+            f"run {h.run_ms(r):.3f} ms",
         )
-        problem_lines = table(problem, rows) + summary(problem, rows)
-        if not cli.no_plots:
-            path = cli.img_dir / f"workprecision_{key}.png"
-            plot(problem, rows, path)
-            try:
-                shown = path.resolve().relative_to(ROOT)
-            except ValueError:
-                shown = path
+        summary_lines, record = summary(problem, rows)
+        problem_lines = table(problem, rows) + summary_lines
+        if record is not None:
+            records[key] = record
+        if img_dir is not None:
+            shown = plot(problem, rows, img_dir / f"workprecision_{key}.png")
             problem_lines += ["", f"Plot: `{shown}`."]
-        print("\n".join(problem_lines), flush=True)
-        lines += problem_lines
+        h.emit(lines, problem_lines)
+    if records:
+        h.emit(lines, overview(records))
 
-    cli.out.write_text("\n".join(lines) + "\n")
-    print(f"\nWritten to {cli.out}")
+    h.write_results(cli, lines)
 
 
 if __name__ == "__main__":
