@@ -32,22 +32,24 @@ class TaylorFunc(eqx.Module):
       accept that step without a further test, since the series it comes from is the
       one the next step sums.
     - **`error_order(terms)` is the order `p`** that the estimate's exponent refers to.
-    - **The first step.** `func.unit_error(terms, t0, y0, args)` is the same estimate
-      for a step of length 1 from the initial point, so that the first step is sized
-      by the same rule as every later one. The solver's `init` expands the same series
-      to start from, so XLA computes the two once.
+    - **The first step.** `func.start_error(terms, t0, y0, args)` returns `(h0, e)`:
+      a reference length `h0` of the solver's choosing and the same estimate `e` for a
+      step of length `h0` from the initial point, so that the first step is sized by
+      the same rule as every later one. The solver's `init` expands the same series to
+      start from, so XLA computes the two once.
 
     **Fields:**
 
     - `solver_name`: the solver's name, for messages.
     - `jorba_zou_estimate`: whether `y_error` is the Jorba–Zou estimate above (`Taylor`)
         rather than an ordinary local-error estimate (the implicit solvers).
-    - `unit_error`: the callable above where `jorba_zou_estimate` is true, else `None`.
+    - `start_error`: the callable above where `jorba_zou_estimate` is true, else
+        `None`.
     """
 
     solver_name: str = eqx.field(static=True)
     jorba_zou_estimate: bool = eqx.field(static=True)
-    unit_error: Callable | None = None
+    start_error: Callable | None = None
 
     def __call__(self, terms, t0: RealScalarLike, y0: Y, args: Args) -> VF:
         return terms.vf(t0, y0, args)

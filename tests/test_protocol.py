@@ -2,6 +2,7 @@
 (no hidden steps), and clear errors for combinations that do not fit."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +123,20 @@ def test_taylor_without_order_needs_an_adaptive_controller():
         diffrax.ODETerm(_field), taylorode.Taylor(order=8), 0.0, 1.0, 0.1, jnp.array([1.0, 1.0]),
     )
     np.testing.assert_allclose(sol.ys[-1], _exact(1.0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS.values(), ids=CONTROLLERS.keys())
+def test_fast_float32_field_starts_without_overflow(controller):
+    # The coefficients at y0 are scaled to a time scale of the field: unscaled, y^[8]
+    # of y' = -1e6 y would be 1e48 / 8!, beyond float32's range.
+    f32 = jnp.float32
+    controller = eqx_tree_replace(controller, rtol=1e-5, atol=1e-5)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, a: -f32(1e6) * y), taylorode.Taylor(order=8),
+        f32(0.0), f32(2e-6), None, jnp.array([1.0], f32), stepsize_controller=controller,
+    )
+    np.testing.assert_allclose(np.asarray(sol.ys[-1]), np.exp(-2.0), rtol=1e-4)
+
+
+def eqx_tree_replace(module, **fields):
+    return eqx.tree_at(lambda m: tuple(getattr(m, k) for k in fields), module, tuple(fields.values()))

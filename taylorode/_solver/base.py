@@ -65,10 +65,10 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
     def func(self) -> TaylorFunc:
         """The vector field, `func(terms, t0, y0, args)`, as a `TaylorFunc` (the
         solver–controller protocol, [`taylorode.TaylorFunc`][])."""
-        return TaylorFunc(self.solver_name, self.jorba_zou_estimate, self._unit_error())
+        return TaylorFunc(self.solver_name, self.jorba_zou_estimate, self._start_error())
 
-    def _unit_error(self) -> Callable | None:
-        """`unit_error` of the protocol ([`taylorode.TaylorFunc`][]): `None` unless the
+    def _start_error(self) -> Callable | None:
+        """`start_error` of the protocol ([`taylorode.TaylorFunc`][]): `None` unless the
         solver's error estimate is the Jorba–Zou one."""
         return None
 

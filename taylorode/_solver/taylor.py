@@ -288,25 +288,28 @@ class Taylor(AbstractTaylorSolver):
 
     # -- diffrax interface ------------------------------------------------------------
 
-    def _unit_expansion(self, terms, t0, y0, args):
-        """The coefficients at `(t0, y0)` for a step of length 1 (unscaled), their
-        order index, and the error estimate of a step of length 1 from there."""
-        h = jnp.ones_like(jnp.asarray(t0))
+    def _start_expansion(self, terms, t0, y0, args):
+        """`(coeffs, index, h0, y_error)`: the coefficients at `(t0, y0)` scaled to a
+        reference length `h0`, their order index, `h0`, and the error estimate of a step
+        of length `h0` from there. `h0 = min(1, (1 + |y0|) / |f(t0, y0)|)`, a time scale
+        of the field at `y0`, so that the scaled coefficients neither overflow nor
+        underflow where the field is fast."""
+        h0 = _time_scale(terms, t0, y0, args)
         index = self._next_order_index(y0)
-        coeffs, last_two = self._expand_at(terms, t0, y0, args, h, index)
-        return coeffs, index, self._error(last_two, y0, y0, index)
+        coeffs, last_two = self._expand_at(terms, t0, y0, args, h0, index)
+        return coeffs, index, h0, self._error(last_two, y0, y0, index)
 
-    def _unit_error(self):
-        return jtu.Partial(_unit_error, self)
+    def _start_error(self):
+        return jtu.Partial(_start_error, self)
 
     def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> TaylorState:
         self._check_init(terms, y0)
-        # The same expansion as the protocol's `unit_error` (which the controller may
-        # call to size the first step), so XLA computes it once.
-        coeffs, index, _ = self._unit_expansion(terms, t0, y0, args)
+        # The same expansion as the protocol's `start_error` (which the controller calls
+        # to size the first step), so XLA computes it once.
+        coeffs, index, h0, _ = self._start_expansion(terms, t0, y0, args)
         return TaylorState(
             coeffs=coeffs,
-            h_ref=jnp.ones_like(jnp.asarray(t0)),
+            h_ref=h0,
             index=index,
             counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
             orders=self.candidate_orders(),
@@ -350,8 +353,25 @@ class Taylor(AbstractTaylorSolver):
         return y1, y_error, dict(coeffs=stack(coeffs)), new_state, RESULTS.successful
 
 
-def _unit_error(solver, terms, t0, y0, args):
-    return solver._unit_expansion(terms, t0, y0, args)[2]
+def _start_error(solver, terms, t0, y0, args):
+    _, _, h0, y_error = solver._start_expansion(terms, t0, y0, args)
+    return h0, y_error
+
+
+def _time_scale(terms, t0, y0, args) -> Array:
+    """`min(1, (1 + max|y0|) / max|f(t0, y0)|)` (1 where the field is zero or not
+    finite), in the dtype of `t0`."""
+    t0 = jnp.asarray(t0)
+    dtype = jnp.result_type(t0, 1.0)
+    f0 = terms.vf(t0, y0, args)
+
+    def largest(tree):
+        leaves = [jnp.max(jnp.abs(x)).astype(dtype) for x in jtu.tree_leaves(tree) if jnp.size(x)]
+        return jnp.max(jnp.stack(leaves)) if leaves else jnp.zeros((), dtype)
+
+    a, b = largest(y0), largest(f0)
+    ok = (b > 0) & jnp.isfinite(b) & jnp.isfinite(a)
+    return lax.stop_gradient(jnp.where(ok, jnp.minimum(1, (1 + a) / jnp.where(ok, b, 1)), 1))
 
 
 def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:

@@ -54,9 +54,9 @@ class TaylorController(AbstractAdaptiveStepSizeController):
 
     **First step.** Of length `dt0` where one is given, and then tested like any
     other. Otherwise by the same rule as every later step, from the coefficients at
-    $y_0$: the solver's `func` gives its error estimate for a step of length 1 from
-    there (the protocol, [`taylorode.TaylorFunc`][]), computed from the same expansion
-    that the solver's `init` makes, so XLA computes it once.
+    $y_0$: the solver's `func` gives its error estimate for a step of a reference
+    length from there (the protocol, [`taylorode.TaylorFunc`][]), computed from the
+    same expansion that the solver's `init` makes, so XLA computes it once.
 
     A zero error estimate (a polynomial solution, or a zero vector field) grows the
     step by `factormax` (the first step: to the end of the interval).
@@ -113,7 +113,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         func: Callable,
         error_order: RealScalarLike | None,
     ) -> tuple[RealScalarLike, _ControllerState]:
-        if not (isinstance(func, TaylorFunc) and func.unit_error is not None):
+        if not (isinstance(func, TaylorFunc) and func.start_error is not None):
             what = (
                 f"taylorode.{func.solver_name}, whose error estimate is a local error"
                 if isinstance(func, TaylorFunc)
@@ -132,10 +132,11 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             # A step of the user's length is checked, not taken on trust.
             return t0 + dt0, (at_dtmin, jnp.zeros((), dtype))
         # The first step by the same rule as every later one, from the solver's error
-        # estimate for a step of length 1 from y0; approved in advance.
-        y_error = func.unit_error(terms, t0, y0, args)
+        # estimate for a step of its reference length h0 from y0; approved in advance.
+        h0, y_error = func.start_error(terms, t0, y0, args)
         r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y0, y_error))
-        dt = lax.stop_gradient(step_factor(jnp.asarray(r), int(error_order))).astype(dtype)
+        factor = step_factor(jnp.asarray(r), int(error_order))
+        dt = lax.stop_gradient(h0 * factor).astype(dtype)
         dt = jnp.where(jnp.isfinite(dt), dt, jnp.abs(t1 - t0))
         approved = dt
         dt = self._clip(dt)
