@@ -326,7 +326,8 @@ class Taylor(AbstractTaylorSolver):
         made_jump: BoolScalarLike,
     ) -> tuple[Y, Y, DenseInfo, TaylorState, RESULTS]:
         state = solver_state
-        h = reference_step(t0, t1)
+        h = jnp.asarray(t1 - t0)
+        h_ref = reference_step(t0, t1)  # what the end coefficients are scaled by
         if made_jump is not False:
             index = eqxi.unvmap_max(state.index)
             state = refresh_after_jump(
@@ -340,7 +341,7 @@ class Taylor(AbstractTaylorSolver):
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
         index = self._next_order_index(y1)
-        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h, index)
+        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_ref, index)
         y_error = self._error(last_two, y0, y1, index)
         # Non-finite coefficients where the solution is known (this step's start)
         # cannot be cured by a smaller step: say why, instead of rejecting until
@@ -348,7 +349,7 @@ class Taylor(AbstractTaylorSolver):
         y1 = eqx.error_if(y1, ~all_finite(coeffs), _NONFINITE_MESSAGE)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
-            coeffs=next_coeffs, h_ref=h, index=index, counts=state.counts + taken, orders=state.orders
+            coeffs=next_coeffs, h_ref=h_ref, index=index, counts=state.counts + taken, orders=state.orders
         )
         return y1, y_error, dict(coeffs=stack(coeffs)), new_state, RESULTS.successful
 
