@@ -19,9 +19,7 @@ expanded program grows linearly with the order.
 import math
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from . import _series as S
@@ -252,21 +250,9 @@ def _integer_pow(k, ins, outs, ctx, y):
     return [S.quotient(jnp.zeros_like(a[0]), denom, outs[0], k)]
 
 
-def _zero_so_far(ctx, a, k):
-    """Mask of the entries whose series `a` is zero up to order k (kept in `ctx`)."""
-    zero = _aux(ctx, "zero", k, lambda j, s: (a[0] == 0) if j == 0 else s[j - 1] & (a[j] == 0))
-    return zero[k]
-
-
-def _positive_power(k, a, c, alpha, ctx):
-    """Order k of c = a^alpha for a known alpha > 0: the zero series where a is
-    identically zero so far."""
-    return S.power(a, c, alpha, k, zero=_zero_so_far(ctx, a, k))
-
-
 @_register("sqrt")
 def _sqrt(k, ins, outs, ctx, **params):
-    return [_positive_power(k, ins[0], outs[0], 0.5, ctx)]
+    return [S.power(ins[0], outs[0], 0.5, k)]
 
 
 @_register("rsqrt")
@@ -276,15 +262,13 @@ def _rsqrt(k, ins, outs, ctx, **params):
 
 @_register("cbrt")
 def _cbrt(k, ins, outs, ctx, **params):
-    return [_positive_power(k, ins[0], outs[0], 1 / 3, ctx)]
+    return [S.power(ins[0], outs[0], 1 / 3, k)]
 
 
 @_register("pow")
 def _pow(k, ins, outs, ctx, **params):
     a, b = ins
     if isinstance(b, Const):
-        if np.ndim(b.value) == 0 and not isinstance(b.value, jax.core.Tracer) and float(b.value) > 0:
-            return [_positive_power(k, series_of(a, k), outs[0], b.value, ctx)]
         return [S.power(series_of(a, k), outs[0], b.value, k)]
     # a^b = exp(b log a), all three as series.
     la = _aux(ctx, "log_a", k, lambda j, s: jnp.log(coeff(a, 0)) if j == 0 else S.logarithm(series_of(a, j), s, j))
@@ -491,7 +475,7 @@ def _abs(k, ins, outs, ctx, **params):
         re = _aux(ctx, "re", k, lambda j, s: jnp.real(a[j]))
         im = _aux(ctx, "im", k, lambda j, s: jnp.imag(a[j]))
         w = _aux(ctx, "w", k, lambda j, s: S.cauchy(re, re, j) + S.cauchy(im, im, j))
-        return [_positive_power(k, w, outs[0], 0.5, ctx)]
+        return [S.power(w, outs[0], 0.5, k)]
     return [jnp.where(a[0] >= 0, a[k], -a[k])]
 
 

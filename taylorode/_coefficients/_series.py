@@ -116,23 +116,16 @@ def quotient(a_k: Array, b: Series, c: Series, k: int) -> Array:
     return (a_k - _dot_sum([b[j] for j in js], [c[k - j] for j in js])) / b[0]
 
 
-def power(a: Series, c: Series, alpha, k: int, zero=None) -> Array:
+def power(a: Series, c: Series, alpha, k: int) -> Array:
     """Order k of c = a^alpha (alpha constant, possibly an array):
     `c_k = (alpha S_1 - S_2) / (k a_0)` with `S_1 = sum_{j<k} (k-j) a_{k-j} c_j` and
-    `S_2 = sum_{j<k} j a_{k-j} c_j`. Singular where a_0 = 0, except where `zero` (a
-    mask: a_0 = ... = a_k = 0) marks a series that is zero so far, whose power (for a
-    known alpha > 0) is zero."""
+    `S_2 = sum_{j<k} j a_{k-j} c_j`. Singular where a_0 = 0."""
     js = range(0, k)
     xs, ys = [a[k - j] for j in js], [c[j] for j in js]
     if np.ndim(alpha) == 0 and not isinstance(alpha, jax.core.Tracer):
         # A known constant: one weighted sum, `sum_j (alpha (k-j) - j) a_{k-j} c_j`.
         alpha = float(alpha)
-        total = _dot_sum(xs, ys, [alpha * (k - j) - j for j in js])
-        if alpha > 0 and zero is not None:
-            # A series that is zero up to order k has the zero series as its power
-            # (e.g. the norm of a zero vector); the formula would give 0/0.
-            return jnp.where(zero, jnp.zeros_like(total), total / jnp.where(zero, 1, k * a[0]))
-        return total / (k * a[0])
+        return _dot_sum(xs, ys, [alpha * (k - j) - j for j in js]) / (k * a[0])
     s1 = _dot_sum(xs, ys, [k - j for j in js])
     s2 = _dot_sum(xs, ys, [j for j in js])
     return (alpha * s1 - s2) / (k * a[0])
