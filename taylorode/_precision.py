@@ -19,6 +19,25 @@ from ._errors import PrecisionWarning
 _REGISTRY: dict = {}
 
 
+def check_tolerances(rtol, atol, who: str) -> None:
+    """Raise at trace time for tolerances that are negative, not finite, or both zero
+    (where they are concrete; traced ones cannot be checked here)."""
+    try:
+        r = np.asarray(rtol, dtype=float)
+        a = np.asarray(atol, dtype=float)
+    except Exception:  # traced tolerances
+        return
+    if np.any(r < 0) or np.any(a < 0) or not (np.all(np.isfinite(r)) and np.all(np.isfinite(a))):
+        raise ValueError(
+            f"{who}: the step-size controller's tolerances must be finite and "
+            f"non-negative; got rtol={rtol!r}, atol={atol!r}."
+        )
+    if np.all(r == 0) and np.all(a == 0):
+        raise ValueError(
+            f"{who}: rtol and atol are both zero; give a positive rtol or atol."
+        )
+
+
 def warn_if_tolerance_below_precision(y0, rtol, atol) -> None:
     """Warn when a floating state cannot reach `rtol` (or `atol` where `rtol = 0`)."""
     try:

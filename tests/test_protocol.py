@@ -107,6 +107,20 @@ def test_taylor_controller_refuses_bad_tolerances():
         taylorode.TaylorController(rtol=1e-8, atol=float("nan"))
 
 
+@pytest.mark.parametrize(
+    "solver",
+    [taylorode.Taylor(), taylorode.HermiteObreschkoff(1, 2), taylorode.ExtrapolatedHermiteObreschkoff()],
+    ids=["Taylor()", "HO", "XHO"],
+)
+@pytest.mark.parametrize("rtol, atol", [(-1e-6, 1e-6), (1e-6, float("inf")), (0.0, 0.0)])
+def test_solvers_refuse_bad_controller_tolerances(solver, rtol, atol):
+    with pytest.raises(ValueError, match="rtol"):
+        diffrax.diffeqsolve(
+            diffrax.ODETerm(_field), solver, 0.0, 1.0, None, jnp.array([1.0, 1.0]),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        )
+
+
 def test_taylor_without_order_needs_an_adaptive_controller():
     # diffrax refuses a solver that asks for the controller's tolerances under a fixed
     # step before any solver code runs; its message asks for an adaptive controller.

@@ -23,7 +23,7 @@ from .._coefficients import AbstractTaylorMethod
 from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
 from .._interop import check_ode_term, filled_tolerances
 from .._interpolation import TaylorInterpolation
-from .._precision import warn_if_tolerance_below_precision
+from .._precision import check_tolerances, warn_if_tolerance_below_precision
 from .._protocol import TaylorFunc
 
 
@@ -54,11 +54,12 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
         return _scaled_expansion(self.method, terms, t, h, y, args, order)
 
     def _check_init(self, terms, y0: Y) -> None:
-        """Trace-time checks of `init`: an ODE term; a tolerance the state's dtype can
-        reach, where the controller's tolerances were handed to the solver."""
+        """Trace-time checks of `init`: an ODE term; valid tolerances that the state's
+        dtype can reach, where the controller's tolerances were handed to the solver."""
         check_ode_term(terms, f"taylorode.{self.solver_name}")
         tols = filled_tolerances(self.root_finder)
         if tols is not None:
+            check_tolerances(tols[0], tols[1], f"taylorode.{self.solver_name}")
             warn_if_tolerance_below_precision(y0, tols[0], tols[1])
 
     @property

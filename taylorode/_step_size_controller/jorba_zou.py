@@ -31,9 +31,9 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     series at the *end* of the step just taken, for a step of the same length $h$
     ($\hat c_j = y^{[j]} h^j$; each term with its own exponent where the solver takes
     its order from the tolerance, see [`taylorode.Taylor`][]). This is the whole
-    solver–controller protocol: `diffeqsolve` hands the controller the solver's
-    `func`, whose type says that the solver's `y_error` is this estimate, and the
-    estimate itself; a solver whose estimate is something else (diffrax's solvers,
+    solver–controller protocol ([`taylorode.TaylorFunc`][]): `diffeqsolve` hands the
+    controller the solver's `func`, whose type says that the solver's `y_error` is this
+    estimate, and the estimate itself; a solver whose estimate is something else (diffrax's solvers,
     taylorode's implicit ones) is refused at trace time, with a pointer to
     `diffrax.PIDController`. The controller measures it against the tolerance,
     $r = \|e / (\text{atol} + \text{rtol}\max(|y_0|, |y_1|))\|_\infty$, and:
