@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from ._precision import check_tolerances
+
 
 def tolerance_scale(rtol, atol, y0, y1) -> Array:
     """`atol + rtol * max(|y0|, |y1|)` per component, in the dtype of `y0`: what an
@@ -58,11 +60,7 @@ def concrete_tolerance(rtol, atol) -> float:
             "example a `jit` argument or a vmapped array). Give the order yourself, "
             "`Taylor(order=p)`, or pass the tolerance as a Python float."
         ) from e
-    if not (r >= 0 and a >= 0 and max(r, a) > 0 and math.isfinite(r) and math.isfinite(a)):
-        raise ValueError(
-            f"The tolerances must be finite, non-negative and not both zero; got "
-            f"rtol={rtol!r}, atol={atol!r}."
-        )
+    check_tolerances(rtol, atol, "taylorode.Taylor()")
     return r if r > 0 else a
 
 

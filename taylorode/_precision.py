@@ -27,11 +27,12 @@ def check_tolerances(rtol, atol, who: str) -> None:
         a = np.asarray(atol, dtype=float)
     except Exception:  # traced tolerances
         return
-    if np.any(r < 0) or np.any(a < 0) or not (np.all(np.isfinite(r)) and np.all(np.isfinite(a))):
-        raise ValueError(
-            f"{who}: the step-size controller's tolerances must be finite and "
-            f"non-negative; got rtol={rtol!r}, atol={atol!r}."
-        )
+    for name, value in (("rtol", r), ("atol", a)):
+        if np.any(value < 0) or not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"{who}: `{name}` must be finite and non-negative; got rtol={rtol!r}, "
+                f"atol={atol!r}."
+            )
     if np.all(r == 0) and np.all(a == 0):
         raise ValueError(
             f"{who}: rtol and atol are both zero; give a positive rtol or atol."

@@ -128,15 +128,3 @@ def all_finite(tree: PyTree) -> Array:
     """Whether every entry of every leaf is finite (a boolean scalar)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def weighted_sum(weights, series: list[Y], like: Y) -> Y:
-    """sum_i w_i x_i over PyTrees `series[i]` (Python-number weights, zero ones skipped)."""
-    terms = [
-        jtu.tree_map(lambda x, w=w: x * jnp.asarray(w, x.dtype), s)
-        for w, s in zip(weights, series)
-        if w != 0
-    ]
-    if not terms:
-        return jtu.tree_map(jnp.zeros_like, like)
-    return jtu.tree_map(lambda *xs: sum(xs[1:], xs[0]), *terms)

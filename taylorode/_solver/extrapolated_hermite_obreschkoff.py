@@ -7,7 +7,7 @@ from diffrax import RESULTS
 
 from .._coefficients import AbstractTaylorMethod
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .base import AbstractTaylorSolver, reference_step
+from .base import AbstractTaylorSolver, all_finite, reference_step
 from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
 
 
@@ -176,8 +176,7 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
         y1 = jtu.tree_map(lambda a, d: a + d, half.y1, diff)
         # A sub-step whose Newton iteration failed makes the error estimate infinite:
         # the controller must reject the step.
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y1)]))
-        failed = full.failed | mid.failed | half.failed | ~finite
+        failed = full.failed | mid.failed | half.failed | ~all_finite(y1)
         y_error = jtu.tree_map(lambda d: jnp.where(failed, jnp.inf, d), diff)
         result = full.result
         for r in (mid.result, half.result):

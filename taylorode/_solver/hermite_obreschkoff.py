@@ -28,7 +28,6 @@ from .base import (
     reference_step,
     refresh_after_jump,
     rescale,
-    weighted_sum,
 )
 
 
@@ -49,6 +48,18 @@ class HermiteObreschkoffState(eqx.Module):
     increment: Any
     newton_iterations: Array
     jacobian_evaluations: Array
+
+
+def weighted_sum(weights, series: list[Y], like: Y) -> Y:
+    """sum_i w_i x_i over PyTrees `series[i]` (Python-number weights, zero ones skipped)."""
+    terms = [
+        jtu.tree_map(lambda x, w=w: x * jnp.asarray(w, x.dtype), s)
+        for w, s in zip(weights, series)
+        if w != 0
+    ]
+    if not terms:
+        return jtu.tree_map(jnp.zeros_like, like)
+    return jtu.tree_map(lambda *xs: sum(xs[1:], xs[0]), *terms)
 
 
 class HOStep(eqx.Module):

@@ -13,7 +13,7 @@ from jaxtyping import PyTree
 
 from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
 from .._jorba_zou import step_factor, tolerance_scale
-from .._precision import warn_if_tolerance_below_precision
+from .._precision import check_tolerances, warn_if_tolerance_below_precision
 from .._protocol import TaylorFunc
 
 
@@ -87,17 +87,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     factormax: float = 10.0
 
     def __check_init__(self):
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            try:
-                bad = bool(jnp.any(jnp.asarray(value) < 0)) or not bool(jnp.all(jnp.isfinite(jnp.asarray(value))))
-            except jax.errors.ConcretizationTypeError:  # traced: checked by diffrax's loop
-                continue
-            if bad:
-                raise ValueError(
-                    f"TaylorController: `{name}` must be finite and non-negative; got "
-                    f"{value!r}."
-                )
+        check_tolerances(self.rtol, self.atol, "taylorode.TaylorController")
 
     def wrap(self, direction) -> "TaylorController":
         return self
