@@ -15,6 +15,7 @@ from ._diagnostics import (
     StiffnessDiagnostics as StiffnessDiagnostics,
 )
 from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
+from ._interop import diffeqsolve as diffeqsolve
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
 from ._protocol import TaylorFunc as TaylorFunc
 from ._solver import (

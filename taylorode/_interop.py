@@ -77,3 +77,33 @@ def filled_tolerances(slot) -> tuple[Any, Any, Any] | None:
     if any(v is _FROM_CONTROLLER or v is None for v in values):
         return None
     return values
+
+
+def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwargs):
+    """`diffrax.diffeqsolve`, with the `event` also handed to a taylorode solver.
+
+    diffrax checks an event's condition only at the ends of steps, so a condition that
+    becomes true and false again inside one long Taylor step is never seen. A
+    [`taylorode.Taylor`][] solver given the event (`Taylor(event=event)`) expands the
+    condition along each step with the solution, ends a piece of the step at each of
+    its crossings, and rejects any step that would hide two crossings between its
+    ends, so the first crossing is always found. This function does that hand-over:
+    it is `diffrax.diffeqsolve` with the same arguments, except that when `solver` is a
+    `taylorode.Taylor` without an event of its own, it is given `event` first.
+
+    **Arguments:** as `diffrax.diffeqsolve`.
+
+    **Returns:** the `diffrax.Solution`.
+
+    Give the event a root finder (e.g. `diffrax.Event(cond_fn,
+    root_finder=optimistix.Newton(rtol, atol))`) for the crossing time to the accuracy
+    of the solution; without one, diffrax reports the end of the step in which the
+    condition changed sign.
+    """
+    import diffrax
+
+    from ._solver.taylor import Taylor
+
+    if event is not None and isinstance(solver, Taylor) and solver.event is None:
+        solver = eqx.tree_at(lambda s: s.event, solver, event, is_leaf=lambda x: x is None)
+    return diffrax.diffeqsolve(terms, solver, t0, t1, dt0, y0, args, event=event, **kwargs)

@@ -147,14 +147,34 @@ def test_wrong_output_shape():
 )
 def test_singular_vector_field_says_why(controller, dt0):
     # jnp.sqrt at 0: finite value, infinite derivative, NaN coefficients. No step size
-    # helps, so the solve stops at once with a message pointing at taylorode.stable
-    # (instead of rejecting steps until max_steps).
-    def solve(field):
+    # helps, so the solve stops at once with RESULTS.nonfinite (instead of rejecting
+    # steps until max_steps): raised by default, returned with throw=False.
+    def solve(field, throw=True):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field), taylorode.Taylor(order=4), 0.0, 1.0, dt0,
-            jnp.array(0.0), stepsize_controller=controller,
+            jnp.array(0.0), stepsize_controller=controller, throw=throw,
         )
 
-    with pytest.raises(Exception, match="taylorode.stable"):
+    with pytest.raises(Exception, match="Nonfinite"):
         solve(lambda t, y, a: -jnp.sqrt(y))
+    sol = solve(lambda t, y, a: -jnp.sqrt(y), throw=False)
+    assert sol.result == diffrax.RESULTS.nonfinite
+    assert int(sol.stats["num_steps"]) == 1
     assert float(solve(lambda t, y, a: -taylorode.stable.sqrt(y)).ys[-1]) == 0.0
+
+
+def test_nonfinite_state_is_a_per_trajectory_result():
+    # One trajectory of a vmapped batch starts from NaN: it ends with
+    # RESULTS.nonfinite, the others are solved as if alone.
+    def solve(y0):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: -y), taylorode.Taylor(), 0.0, 1.0, None, y0,
+            stepsize_controller=taylorode.TaylorController(rtol=1e-8, atol=1e-8), throw=False,
+        )
+
+    y0 = jnp.array([1.0, jnp.nan, 2.0])
+    sol = jax.jit(jax.vmap(solve))(y0)
+    ok = np.asarray(sol.result == diffrax.RESULTS.successful)
+    assert ok.tolist() == [True, False, True]
+    assert bool((sol.result == diffrax.RESULTS.nonfinite)[1])
+    assert np.allclose(np.asarray(sol.ys[[0, 2], -1]), np.exp(-1.0) * np.array([1.0, 2.0]), rtol=1e-7)

@@ -28,6 +28,29 @@ class AbstractTaylorMethod(eqx.Module):
     # Largest order accepted; beyond it the method is impractical (see its docstring).
     max_order: ClassVar[int]
 
+    def expand_with_switches(
+        self, fn: VectorField, t0: Any, y0: PyTree, args: Any, order: int
+    ) -> tuple[list[PyTree], "SwitchSeries"]:
+        """`expand`, and the Taylor series of the vector field's switching functions
+        along the same expansion (see `SwitchSeries`). A method that cannot see
+        switches returns `SwitchSeries(None, (), visible=False)`."""
+        return self.expand(fn, t0, y0, args, order), SwitchSeries(None, (), visible=False)
+
+    def discrete_signature(self, fn: VectorField, t: Any, y: PyTree, args: Any):
+        """The values (an integer array) that the switching operations listed in
+        `SwitchSeries.unseen` take at `(t, y)`. Only methods that report such
+        operations implement it."""
+        raise NotImplementedError
+
+    def push_forward(self, fn: Callable, t0: Any, dt: Any, coeffs: list[PyTree], args: Any, order: int):
+        """The Taylor series, orders `0 .. order - 1`, of `fn(t0 + s dt, y(s), args)` (a
+        1-d array) along the polynomial `y(s) = sum_j coeffs[j] s^j`: shape
+        `(order, n)`. Used for event conditions; only the recurrence engine has it."""
+        raise NotImplementedError(
+            f"Event conditions are expanded along the step by method='recurrence'; "
+            f"method={self.name!r} cannot. Use taylorode.Taylor(method='recurrence')."
+        )
+
     @abc.abstractmethod
     def expand(
         self, fn: VectorField, t0: Any, y0: PyTree, args: Any, order: int
@@ -86,3 +109,23 @@ def check_order(order: Any, method: AbstractTaylorMethod) -> int:
             f"method={method.name!r}; got order={order}.{hint}"
         )
     return order
+
+
+class SwitchSeries(eqx.Module):
+    """The switching functions of a vector field along one expansion: where they change
+    sign, the field stops being smooth (a comparison flips, `abs` or `max` changes
+    branch, `floor` jumps), and the Taylor series of the solution is no longer valid.
+
+    - `coeffs`: their normalised Taylor coefficients, shape `(order, n)` (orders
+        `0 .. order - 1` of `n` switching functions, flattened), in the dtype of the
+        expansion; `None` where the field has none.
+    - `unseen`: `(primitive, where)` pairs for switching operations whose switching
+        function the engine cannot write down (loops or searches that return
+        integers, such as `jnp.searchsorted` inside `jnp.interp`): their switches are
+        found by evaluating them along the step (`discrete_signature`).
+    - `visible`: whether the method looks for switches at all.
+    """
+
+    coeffs: Any
+    unseen: tuple = eqx.field(static=True)
+    visible: bool = eqx.field(static=True, default=True)

@@ -19,7 +19,9 @@ expanded program grows linearly with the order.
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from . import _series as S
@@ -268,9 +270,17 @@ def _cbrt(k, ins, outs, ctx, **params):
 @_register("pow")
 def _pow(k, ins, outs, ctx, **params):
     a, b = ins
-    if isinstance(b, Const):
-        return [S.power(series_of(a, k), outs[0], b.value, k)]
-    # a^b = exp(b log a), all three as series.
+    if isinstance(b, Const) and not jnp.iscomplexobj(b.value):
+        alpha = b.value
+        if np.ndim(alpha) or isinstance(alpha, jax.core.Tracer):
+            # `power` multiplies the series by an exponent array: in the result's dtype,
+            # since strict dtype promotion refuses integer exponents (`lax.pow(x, ints)`).
+            if "alpha" not in ctx:
+                ctx["alpha"] = lax.convert_element_type(alpha, outs[0][0].dtype)
+            alpha = ctx["alpha"]
+        return [S.power(series_of(a, k), outs[0], alpha, k)]
+    # a^b = exp(b log a), all three as series; also for a constant complex b, which
+    # `power` would take as a Python float.
     la = _aux(ctx, "log_a", k, lambda j, s: jnp.log(coeff(a, 0)) if j == 0 else S.logarithm(series_of(a, j), s, j))
     prod = _aux(ctx, "b_log_a", k, lambda j, s: S.cauchy(series_of(b, j), la, j))
     return [S.derivative_conv(prod, outs[0], k)]
@@ -388,12 +398,18 @@ def _acos_u(m, a, c, ctx):
 RULES["acos"] = _along(_acos_u)
 # asinh: c' = a' (1 + a^2)^(-1/2)
 RULES["asinh"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(a, 1), -0.5))
-# acosh: c' = a' (a^2 - 1)^(-1/2)
-RULES["acosh"] = _along(
-    lambda m, a, c, ctx: _power_of(
-        ctx, "u", m, lambda j: (a[0] ** 2 - 1) if j == 0 else S.cauchy(a, a, j), -0.5
+# acosh: c' = a' (a^2 - 1)^(-1/2), the root being 1 / (sqrt(a - 1) sqrt(a + 1)): for
+# real a > 1 the same, for complex a the one of the principal acosh. (The principal root
+# of a^2 - 1, which JAX's own JVP of acosh takes, has the wrong sign where Re a < 0.)
+def _acosh_u(m, a, c, ctx):
+    w = _aux(ctx, "w", m, lambda j, s: (a[0] ** 2 - 1) if j == 0 else S.cauchy(a, a, j))
+    return _aux(
+        ctx, "u", m,
+        lambda j, s: lax.rsqrt(a[0] - 1) * lax.rsqrt(a[0] + 1) if j == 0 else S.power(w, s, -0.5, j),
     )
-)
+
+
+RULES["acosh"] = _along(_acosh_u)
 # erf: c' = (2/sqrt(pi)) exp(-a^2) a'
 
 
@@ -504,10 +520,17 @@ RULES["min"] = _choose(lambda a, b: a < b)
 
 @_register("clamp")
 def _clamp(k, ins, outs, ctx, **params):
+    # clamp = min(max(x, lo), hi): the upper bound's coefficients where max(x, lo) > hi
+    # (so also for a reversed range lo > hi, where the value is hi whatever x is), the
+    # lower bound's where x < lo < hi, x's where lo < x < hi. On a bound (x = lo or
+    # x = hi) the derivative is zero, as JAX's JVP of clamp has it. The masks are taken
+    # once, at order 1.
     lo, x, hi = ins
-    x0, lo0, hi0 = coeff(x, 0), coeff(lo, 0), coeff(hi, 0)
-    inside = jnp.where(x0 < lo0, coeff(lo, k), jnp.where(x0 > hi0, coeff(hi, k), coeff(x, k)))
-    return [inside]
+    if "masks" not in ctx:
+        x0, lo0, hi0 = coeff(x, 0), coeff(lo, 0), coeff(hi, 0)
+        ctx["masks"] = ((x0 > hi0) | (lo0 > hi0), (x0 < lo0) & (lo0 < hi0), (lo0 < x0) & (x0 < hi0))
+    on_hi, on_lo, on_x = ctx["masks"]
+    return [jnp.where(on_hi, coeff(hi, k), jnp.where(on_lo, coeff(lo, k), jnp.where(on_x, coeff(x, k), 0)))]
 
 
 def _reduce_choose():

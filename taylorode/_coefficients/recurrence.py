@@ -1,5 +1,7 @@
 """taylorode's own Taylor-mode engine: per-primitive recurrences over a jaxpr."""
 
+import contextlib
+import contextvars
 from typing import ClassVar
 
 import equinox as eqx
@@ -10,7 +12,7 @@ import jax.tree_util as jtu
 
 from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
-from ._base import AbstractTaylorMethod, flatten_state, output_leaves
+from ._base import AbstractTaylorMethod, SwitchSeries, flatten_state, output_leaves
 from ._batching import batch_scalars
 from ._rules import (
     Const,
@@ -22,6 +24,7 @@ from ._rules import (
     linear_rule,
     series_of,
 )
+from ._switches import NOT_SWITCHES, SWITCHING, switching_series
 
 
 # Primitives that call a sub-jaxpr: expanded inline.
@@ -50,6 +53,50 @@ def _bind(eqn, values: list) -> list:
     primitives such as custom_jvp_call rebuild their functions in get_bind_params)."""
     out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+class _SwitchCollector:
+    """What one expansion learns about the field's switches: the series of its
+    switching functions (`_switches.py`), and the switching primitives it cannot see
+    into (name -> where in user code)."""
+
+    def __init__(self):
+        self.series: list = []
+        self.opaque: dict[str, str | None] = {}
+
+
+_COLLECTOR: contextvars.ContextVar[_SwitchCollector | None] = contextvars.ContextVar(
+    "taylorode_switch_collector", default=None
+)
+
+
+@contextlib.contextmanager
+def _collecting():
+    collector = _SwitchCollector()
+    token = _COLLECTOR.set(collector)
+    try:
+        yield collector
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _is_real_series(x) -> bool:
+    return not isinstance(x, Const) and jnp.issubdtype(jnp.result_type(x[0]), jnp.floating)
+
+
+def _note_switch(eqn, ins, outs, site) -> None:
+    """Record the switching functions of an equation that depends on t or y, if it
+    switches (see `_switches.py`)."""
+    collector = _COLLECTOR.get()
+    name = eqn.primitive.name
+    if collector is None or name in NOT_SWITCHES or not any(_is_real_series(x) for x in ins):
+        return
+    if name in SWITCHING:
+        series = switching_series(name, ins, outs, dict(eqn.params))
+        if series is not None:
+            collector.series.append(series)
+    else:
+        collector.opaque.setdefault(name, site)
 
 
 def _closed(j):
@@ -111,6 +158,7 @@ class _Expander:
         if all(isinstance(x, Const) for x in ins) or name in ZERO_DERIVATIVE or not any(floats):
             for v, val in zip(eqn.outvars, _bind(eqn, [coeff(x, 0) for x in ins])):
                 self.env[v] = Const(val)
+            _note_switch(eqn, ins, [self.env[v] for v in eqn.outvars], _where(eqn) or self.site)
             return
         site = _where(eqn) or self.site
         ctx["site"] = site
@@ -124,6 +172,8 @@ class _Expander:
                 self.env[v] = out if isinstance(out, Const) else Const(out)
             else:
                 self.env[v] = [out]
+        if name in SWITCHING:
+            _note_switch(eqn, ins, [self.env[v] for v in eqn.outvars], site)
 
 
 def _params(eqn) -> dict:
@@ -253,6 +303,44 @@ def _cond_rule(k, ins, outs, ctx, _eqn):
     return picked
 
 
+def _signature_of(jaxpr, consts, values, dependent, found: list) -> list:
+    """Evaluate a jaxpr, appending to `found` the (integer) outputs of the operations
+    that depend on t or y, return integers or booleans and have no switching function
+    (the engine's unseen switches; see `_note_switch`)."""
+    env = {}
+
+    def read(v):
+        if isinstance(v, jex_core.Literal):
+            return v.val, False
+        return env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = (c, False)
+    for v, x, d in zip(jaxpr.invars, values, dependent):
+        env[v] = (x, d)
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        vals = [x for x, _ in ins]
+        dep = any(d for _, d in ins)
+        name = eqn.primitive.name
+        floats = [jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars]
+        if dep and any(floats) and (name in _CALLS or name == "custom_jvp_call"):
+            sub, sub_consts = _closed(eqn.params[_CALLS.get(name, "call_jaxpr")])
+            outs = _signature_of(sub, sub_consts, vals, [d for _, d in ins], found)
+        else:
+            outs = _bind(eqn, vals)
+            if dep and not any(floats) and name not in SWITCHING and name not in NOT_SWITCHES:
+                real = any(
+                    not isinstance(v, jex_core.Literal) and d and jnp.issubdtype(v.aval.dtype, jnp.floating)
+                    for v, (_, d) in zip(eqn.invars, ins)
+                )
+                if real:
+                    found.extend(jnp.ravel(o).astype(jnp.int32) for o in outs)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = (o, dep)
+    return [read(v)[0] for v in jaxpr.outvars]
+
+
 _LINEAR_CACHE: dict = {}
 
 
@@ -284,6 +372,22 @@ def _rule(eqn, site=None):
         "function a Taylor rule with `taylorode.custom_taylor`. method='jvp' also "
         "handles it at low order."
     )
+
+
+def _traced_field(fn, t, y, args) -> tuple:
+    """`(closed_jaxpr, t, y_leaves, arg_leaves, y_treedef)`: the vector field traced as a function
+    of `t`, the state's leaves and the array leaves of `args` (the rest of `args` is
+    static), returning the leaves of dy/dt."""
+    t, leaves, treedef = flatten_state(t, y)
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    arg_leaves, arg_def = jtu.tree_flatten(dynamic)
+    n = len(leaves)
+
+    def flat(t, *xs):
+        full_args = eqx.combine(jtu.tree_unflatten(arg_def, xs[n:]), static)
+        return output_leaves(fn, treedef, t, list(xs[:n]), full_args)
+
+    return jax.make_jaxpr(flat)(t, *leaves, *arg_leaves), t, leaves, arg_leaves, treedef
 
 
 class RecurrenceMethod(AbstractTaylorMethod):
@@ -328,16 +432,60 @@ class RecurrenceMethod(AbstractTaylorMethod):
     max_order: ClassVar[int] = 60
 
     def expand(self, fn, t0, y0, args, order):
-        t0, leaves, treedef = flatten_state(t0, y0)
+        return self._expand(fn, t0, y0, args, order)
+
+    def expand_with_switches(self, fn, t0, y0, args, order):
+        with _collecting() as collector:
+            coeffs = self._expand(fn, t0, y0, args, order)
+        dtype = jnp.result_type(*[jnp.asarray(x) for x in jtu.tree_leaves(coeffs[0])], jnp.asarray(t0))
+        rows = []
+        for j in range(order):
+            parts = []
+            for series in collector.series:
+                c = series(j)
+                if c is None:  # an order the series does not have: zeros
+                    c = jnp.zeros_like(series(0))
+                parts.append(jnp.ravel(c).astype(dtype))
+            if parts:
+                rows.append(jnp.concatenate(parts))
+        switch_coeffs = jnp.stack(rows) if rows else None
+        unseen = tuple(sorted(collector.opaque.items(), key=lambda kv: kv[0]))
+        return coeffs, SwitchSeries(switch_coeffs, unseen)
+
+    def push_forward(self, fn, t0, dt, coeffs, args, order):
+        leaves0, treedef = jtu.tree_flatten(coeffs[0])
+        series = [jtu.tree_leaves(c) for c in coeffs]
         dynamic, static = eqx.partition(args, eqx.is_array)
         arg_leaves, arg_def = jtu.tree_flatten(dynamic)
-        n = len(leaves)
+        n = len(leaves0)
+        t0 = jnp.asarray(t0)
 
         def flat(t, *xs):
             full_args = eqx.combine(jtu.tree_unflatten(arg_def, xs[n:]), static)
-            return output_leaves(fn, treedef, t, list(xs[:n]), full_args)
+            return jnp.ravel(fn(t, jtu.tree_unflatten(treedef, list(xs[:n])), full_args))
 
-        closed = jax.make_jaxpr(flat)(t0, *leaves, *arg_leaves)
+        closed = jax.make_jaxpr(flat)(t0, *leaves0, *arg_leaves)
+        expander = _Expander(closed.jaxpr, list(closed.consts))
+        t_series = [t0, jnp.asarray(dt, t0.dtype)] + [jnp.zeros_like(t0)] * max(order - 2, 0)
+        ys = [[c[i] for c in series] for i in range(n)]
+        inputs = [t_series, *ys, *[Const(a) for a in arg_leaves]]
+        rows = []
+        for k in range(order):
+            (out,) = expander.step(k, inputs)
+            rows.append(coeff(out, k))
+        return jnp.stack(rows)
+
+    def discrete_signature(self, fn, t, y, args):
+        closed, t, leaves, arg_leaves, _ = _traced_field(fn, t, y, args)
+        found: list = []
+        dependent = [True] * (1 + len(leaves)) + [False] * len(arg_leaves)
+        _signature_of(closed.jaxpr, list(closed.consts), [t, *leaves, *arg_leaves], dependent, found)
+        if not found:
+            return jnp.zeros((0,), jnp.int32)
+        return jnp.concatenate(found)
+
+    def _expand(self, fn, t0, y0, args, order):
+        closed, t0, leaves, arg_leaves, treedef = _traced_field(fn, t0, y0, args)
         if self.batch_scalars:
             closed = batch_scalars(closed, t0, *leaves, *arg_leaves)
         expander = _Expander(closed.jaxpr, list(closed.consts))

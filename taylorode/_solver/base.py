@@ -20,6 +20,7 @@ from equinox import AbstractVar
 from jaxtyping import Array, PyTree
 
 from .._coefficients import AbstractTaylorMethod
+from .._coefficients._base import SwitchSeries
 from .._custom_types import Args, BoolScalarLike, RealScalarLike, Y
 from .._interop import check_ode_term, filled_tolerances
 from .._interpolation import TaylorInterpolation
@@ -51,7 +52,22 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
         length `h`: the series of the step's term in the normalised time s in [0, 1],
         dy/ds = vf_prod(t + s h, y, args, contr(t, t + h)), which is right for diffrax's
         time-reversed and adjoint terms as well as forward solves."""
+        return _scaled_expansion(self.method, terms, t, h, y, args, order)[0]
+
+    def _expand_switching(self, terms, t, h, y, args, order: int) -> tuple[list[Y], SwitchSeries]:
+        """`_expand`, and the series of the vector field's switching functions along
+        the same expansion, scaled alike (`SwitchSeries`; one trace serves both)."""
         return _scaled_expansion(self.method, terms, t, h, y, args, order)
+
+    def _signature(self, terms, t, h, s, y: Y, args: Args):
+        """The values of the switching operations the engine cannot see into, at the
+        point `s` of a step of length `h` from `t` with state `y` (an integer array)."""
+        control = terms.contr(t, t + h)
+
+        def rhs(s, y, args):
+            return terms.vf_prod(t + s * h, y, args, control)
+
+        return self.method.discrete_signature(rhs, s, y, args)
 
     def _check_init(self, terms, y0: Y) -> None:
         """Trace-time checks of `init`: an ODE term; valid tolerances that the state's
@@ -84,7 +100,7 @@ def _scaled_expansion(method, terms, t, h, y, args, order: int) -> list:
     def rhs(s, y, args):
         return terms.vf_prod(t + s * h, y, args, control)
 
-    return method.expand(rhs, jnp.zeros_like(t), y, args, order)
+    return method.expand_with_switches(rhs, jnp.zeros_like(t), y, args, order)
 
 
 def reference_step(t0: RealScalarLike, t1: RealScalarLike) -> Array:
@@ -106,22 +122,26 @@ def rescale(coeffs: tuple, h_ref: Array, y0: Y, h: RealScalarLike) -> list[Y]:
     return out
 
 
-def refresh_after_jump(state, t0, h, made_jump: BoolScalarLike, expand: Callable[[Array], list]):
-    """After a jump in the vector field the coefficients carried in `state` (fields
-    `coeffs` and `h_ref`) are stale: recompute them at the step's start with
-    `expand(h_ref)`, in a real conditional (taken rarely; batch-uniform under vmap)."""
+def refresh_after_jump(
+    state, t0, h, made_jump: BoolScalarLike, expand: Callable[[Array], tuple], carried=lambda s: (s.coeffs,)
+):
+    """After a jump in the vector field the series carried in `state` (the fields
+    `carried(state)`, a tuple, by default `(coeffs,)`, scaled by the field `h_ref`) are
+    stale: recompute them at the step's start with `expand(h_ref)` (a tuple of the same
+    structure), in a real conditional (taken rarely; batch-uniform under vmap)."""
     h = reference_step(t0, t0 + h)
+    old = carried(state)
 
     def fresh(_):
-        return tuple(expand(h)), h
+        return expand(h), h
 
-    def carried(_):
-        return state.coeffs, state.h_ref
+    def keep(_):
+        return old, state.h_ref
 
-    coeffs, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, carried, None)
-    coeffs = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), coeffs, state.coeffs)
+    new, h_ref = lax.cond(eqxi.unvmap_any(made_jump), fresh, keep, None)
+    new = jtu.tree_map(lambda a, b: jnp.where(made_jump, a, b), new, old)
     h_ref = jnp.where(made_jump, h_ref, state.h_ref)
-    return eqx.tree_at(lambda s: (s.coeffs, s.h_ref), state, (coeffs, h_ref))
+    return eqx.tree_at(lambda s: (*carried(s), s.h_ref), state, (*new, h_ref))
 
 
 def all_finite(tree: PyTree) -> Array:

@@ -433,7 +433,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
         state = refresh_after_jump(
-            state, t0, h, made_jump, lambda h_ref: self._expand(terms, t0, h_ref, y0, args, self._start_order)
+            state, t0, h, made_jump, lambda h_ref: (tuple(self._expand(terms, t0, h_ref, y0, args, self._start_order)),)
         )
         increment = jtu.tree_map(lambda d: jnp.where(made_jump, jnp.zeros_like(d), d), state.increment)
         return eqx.tree_at(lambda s: s.increment, state, increment)

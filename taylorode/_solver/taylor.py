@@ -12,6 +12,7 @@ from diffrax import RESULTS
 from jaxtyping import Array, PyTree
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
+from .._coefficients._base import SwitchSeries
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._interop import (
     ControllerTolerances,
@@ -27,7 +28,8 @@ from .._jorba_zou import (
     term_error,
     tolerance_scale,
 )
-from .._polynomial import stack, sum_series
+from .._polynomial import horner, stack, sum_series
+from ._switching import first_change, first_switch, root_derivative
 from .base import (
     AbstractTaylorSolver,
     all_finite,
@@ -43,6 +45,8 @@ class TaylorState(eqx.Module):
     - `coeffs`: the coefficients at the current point, scaled by `h_ref`, zero-padded
         to the largest order: a tuple of `max(orders) + 1` PyTrees shaped like the state
         (a tuple rather than a stacked array: stacking costs time in every step).
+    - `switches`: the series of the vector field's switching functions at the same
+        point and scaled alike, shape `(max(orders), n)`; `None` for a smooth field.
     - `h_ref`: the step length the coefficients are scaled by (the last step's).
     - `index`: which of the candidate orders `coeffs` has.
     - `counts`: accepted steps taken at each candidate order so far.
@@ -50,20 +54,17 @@ class TaylorState(eqx.Module):
     """
 
     coeffs: PyTree[Array]
+    switches: Array | None
     h_ref: Array
     index: Array
     counts: Array
     orders: tuple[int, ...] = eqx.field(static=True)
+    unseen: tuple = eqx.field(static=True, default=())
 
 
-_NONFINITE_MESSAGE = (
-    "taylorode.Taylor: the Taylor coefficients of the solution where a step starts are "
-    "not finite (NaN or inf). The vector field is singular there, e.g. jnp.sqrt or "
-    "jnp.linalg.norm at 0, or a division by zero; their derivatives are infinite even "
-    "where their values are not. Use the functions in taylorode.stable (sqrt, norm, pow, "
-    "log, safe_div, normalize), or give your function a jax.custom_jvp (or "
-    "taylorode.custom_taylor) rule that is finite there."
-)
+# Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
+# that needs more is rejected, and the controller retries a shorter one.
+MAX_PIECES = 4
 
 
 class Taylor(AbstractTaylorSolver):
@@ -125,6 +126,15 @@ class Taylor(AbstractTaylorSolver):
     coefficients at their start without a test, as heyoka does) and with
     `diffrax.PIDController`.
 
+    **Switches.** Where the vector field switches inside a step (a `jnp.where` whose
+    condition flips, `abs`, `clip`, relu, `floor`, `mod`, `interp`, ...), the step is
+    cut into pieces: each ends just past the first sign change of the field's switching
+    functions, located from their Taylor series, and the next is expanded on the other
+    side (at most four per step; a step needing more is rejected). The later pieces'
+    own error estimates count towards the step's. See the guide "Non-smooth fields and
+    events". A step that starts where the coefficients are not finite (a singular point
+    of the field, a non-finite state) ends the solve with `diffrax.RESULTS.nonfinite`.
+
     - `order(terms)` and `error_order(terms)` return the (largest) order.
     - Dense output: the step's own Taylor polynomial
       ([`taylorode.TaylorInterpolation`][]), at full order, no extra evaluations.
@@ -162,6 +172,7 @@ class Taylor(AbstractTaylorSolver):
     orders: tuple[int, ...] | None
     method: AbstractTaylorMethod
     root_finder: ControllerTolerances
+    event: Any
 
     solver_name: ClassVar[str] = "Taylor"
     jorba_zou_estimate: ClassVar[bool] = True
@@ -172,8 +183,10 @@ class Taylor(AbstractTaylorSolver):
         method: str | AbstractTaylorMethod = "recurrence",
         *,
         orders: Sequence[int] | None = None,
+        event: Any = None,
     ):
         self.method = resolve_method(method)
+        self.event = event
         if orders is not None:
             if order is not None:
                 raise ValueError(
@@ -229,24 +242,140 @@ class Taylor(AbstractTaylorSolver):
 
     def _expand_at(self, terms, t, y, args, h, index):
         """Coefficients at `(t, y)` scaled by the step `h`, of the order
-        `candidate_orders()[index]`, zero-padded to the largest order; and the last two
-        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice)."""
+        `candidate_orders()[index]`, zero-padded to the largest order; the last two
+        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice); and the series of
+        the switching functions, scaled alike and zero-padded to `max(orders)` rows
+        (`None` for a smooth field; no columns where the only switches are ones the
+        engine cannot see into); and those, `SwitchSeries.unseen` (static)."""
         orders = self.candidate_orders()
         width = max(orders) + 1
+        found = {}
 
         def branch(q):
             def expand(t, y, args, h):
-                coeffs = self._expand(terms, t, h, y, args, q)
+                coeffs, switches = self._expand_switching(terms, t, h, y, args, q)
+                found["unseen"] = switches.unseen
+                switches = self._with_events(switches, terms, t, h, coeffs, args, q)
                 pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
                 last = jtu.tree_map(jnp.abs, coeffs[-1])
                 prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
-                return tuple(coeffs + pad), (prev, last)
+                sw = switches.coeffs
+                if sw is None and switches.unseen:
+                    sw = jnp.zeros((q, 0), jnp.result_type(t, 1.0))
+                if sw is not None:
+                    sw = jnp.concatenate([sw, jnp.zeros((width - 1 - q,) + sw.shape[1:], sw.dtype)])
+                return tuple(coeffs + pad), (prev, last), sw
 
             return expand
 
         if len(orders) == 1:
-            return branch(orders[0])(t, y, args, h)
-        return lax.switch(index, [branch(q) for q in orders], t, y, args, h)
+            out = branch(orders[0])(t, y, args, h)
+        else:
+            out = lax.switch(index, [branch(q) for q in orders], t, y, args, h)
+        return out + (found["unseen"],)
+
+    def _event_functions(self) -> list:
+        """The event's condition functions (a PyTree of them in a `diffrax.Event`)."""
+        if self.event is None:
+            return []
+        return jtu.tree_leaves(self.event.cond_fn)
+
+    def _with_events(self, switches, terms, t, h, coeffs, args, q):
+        """`switches` with the series of the event's condition functions along the
+        expansion appended as further switching functions (the last columns)."""
+        fns = self._event_functions()
+        if not fns:
+            return switches
+
+        def conditions(t, y, args):
+            values = [fn(t, y, args, terms=terms, solver=self) for fn in fns]
+            return jnp.stack([jnp.asarray(v, jnp.result_type(t, 1.0)) for v in values])
+
+        series = self.method.push_forward(conditions, t, h, coeffs, args, q)
+        qs = series if switches.coeffs is None else jnp.concatenate([switches.coeffs, series.astype(switches.coeffs.dtype)], axis=1)
+        return SwitchSeries(qs, switches.unseen)
+
+    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen):
+        """The step from `t0` to `t0 + h` cut into pieces at the switches of the vector
+        field: each piece ends just past the first switch ahead of it
+        (`first_switch`), and the next piece is expanded there, on the other side.
+        The first piece uses the carried coefficients `coeffs`; at most `MAX_PIECES`.
+        Switches the engine cannot see into (`unseen`) are found by evaluating them
+        along each piece (`first_change`).
+
+        **Returns:** `(y1, dense, error, worst, done)`: the state at the step's end; the
+        pieces' coefficients (leading axis `MAX_PIECES`) and start fractions (`inf`
+        for pieces not used); the largest of the later pieces' own error estimates;
+        their largest error measured against the tolerance (0 without tolerances);
+        and whether the pieces reached the step's end.
+        """
+        dtype = jnp.result_type(h, 1.0)
+
+        n_events = len(self._event_functions())
+
+        def advance(cs, q, a):
+            end, crossed, which = first_switch(q)
+            event = crossed & (which >= q.shape[1] - n_events) & (end < 1)
+            end = root_derivative(q, end, crossed, which)
+            if unseen:
+                t_a, rest = t0 + a * h, (1 - a) * h
+
+                def signature(u):
+                    y_u = jtu.tree_map(lambda *c: horner(list(c), u.astype(c[0].dtype)), *cs)
+                    return self._signature(terms, t_a, rest, u, y_u, args)
+
+                end = jnp.minimum(end, first_change(signature, lax.stop_gradient(end)))
+            y_end = jtu.tree_map(lambda *c: horner(list(c), end.astype(c[0].dtype)), *cs)
+            a_next = jnp.where(end >= 1, jnp.ones_like(a), a + end.astype(a.dtype) * (1 - a))
+            return y_end, a_next, event.astype(jnp.int32)
+
+        y_a, a, events = advance(coeffs, switches, jnp.zeros((), dtype))
+        first = stack(list(coeffs))
+        pieces = jtu.tree_map(lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), first)
+        starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+        error = jtu.tree_map(jnp.zeros_like, y0)
+        worst = jnp.zeros((), dtype)
+
+        def piece(k, carry):
+            a, y_a, pieces, starts, error, worst, events = carry
+            need = a < 1
+
+            def run(_):
+                rest = (1 - a) * h
+                rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
+                cs, last_two, q, _ = self._expand_at(terms, t0 + a * h, y_a, args, rest, index)
+                y_n, a_n, ev = advance(cs, q, a)
+                e = self._error(last_two, y_a, y_n, index)
+                return y_n, a_n, stack(list(cs)), e, self._measure(e, y_a, y_n), ev
+
+            def skip(_):
+                zeros = jtu.tree_map(jnp.zeros_like, first)
+                return y_a, a, zeros, error, jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
+
+            y_n, a_n, cs, e, r, ev = lax.cond(eqxi.unvmap_any(need), run, skip, None)
+            keep = lambda new, old: jnp.where(need, new, old)  # noqa: E731
+            pieces = jtu.tree_map(lambda p, c: keep(p.at[k].set(c), p), pieces, cs)
+            starts = starts.at[k].set(jnp.where(need, a, jnp.inf).astype(dtype))
+            error = jtu.tree_map(lambda old, new: keep(jnp.maximum(old, new), old), error, e)
+            worst = keep(jnp.maximum(worst, r), worst)
+            events = events + jnp.where(need, ev, 0)
+            return keep(a_n, a), jtu.tree_map(keep, y_n, y_a), pieces, starts, error, worst, events
+
+        a, y1, pieces, starts, error, worst, events = lax.fori_loop(
+            1, MAX_PIECES, piece, (a, y_a, pieces, starts, error, worst, events)
+        )
+        # Two crossings of an event's condition inside one step would be invisible at
+        # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
+        return y1, dict(coeffs=pieces, starts=starts), error, worst, (a >= 1) & (events < 2)
+
+    def _measure(self, error, y0, y1):
+        """An error estimate measured against the tolerance (the controller's norm of
+        `error / (atol + rtol max(|y0|, |y1|))`); 0 where the solver has no tolerances."""
+        if self.taylor_order is not None:
+            return jnp.zeros((), jnp.result_type(*jtu.tree_leaves(y0), 1.0))
+        rtol, atol, norm = self._tolerances()
+        scaled = jtu.tree_map(lambda e, a, b: e / tolerance_scale(rtol, atol, a, b).astype(e.dtype), error, y0, y1)
+        return jnp.asarray(norm(scaled))
 
     def _next_order_index(self, y):
         """Per-step order choice (least work per unit time at the tolerance that
@@ -289,15 +418,16 @@ class Taylor(AbstractTaylorSolver):
     # -- diffrax interface ------------------------------------------------------------
 
     def _start_expansion(self, terms, t0, y0, args):
-        """`(coeffs, index, h0, y_error)`: the coefficients at `(t0, y0)` scaled to a
-        reference length `h0`, their order index, `h0`, and the error estimate of a step
-        of length `h0` from there. `h0 = min(1, (1 + |y0|) / |f(t0, y0)|)`, a time scale
+        """`(coeffs, switches, index, h0, y_error)`: the coefficients at `(t0, y0)` and
+        the series of the switching functions, scaled to a reference length `h0`,
+        their order index, `h0`, and the error estimate of a step of length `h0` from
+        there. `h0 = min(1, (1 + |y0|) / |f(t0, y0)|)`, a time scale
         of the field at `y0`, so that the scaled coefficients neither overflow nor
         underflow where the field is fast."""
         h0 = _time_scale(terms, t0, y0, args)
         index = self._next_order_index(y0)
-        coeffs, last_two = self._expand_at(terms, t0, y0, args, h0, index)
-        return coeffs, index, h0, self._error(last_two, y0, y0, index)
+        coeffs, last_two, switches, unseen = self._expand_at(terms, t0, y0, args, h0, index)
+        return coeffs, (switches, unseen), index, h0, self._error(last_two, y0, y0, index)
 
     def _start_error(self):
         return jtu.Partial(_start_error, self)
@@ -306,9 +436,11 @@ class Taylor(AbstractTaylorSolver):
         self._check_init(terms, y0)
         # The same expansion as the protocol's `start_error` (which the controller calls
         # to size the first step), so XLA computes it once.
-        coeffs, index, h0, _ = self._start_expansion(terms, t0, y0, args)
+        coeffs, (switches, unseen), index, h0, _ = self._start_expansion(terms, t0, y0, args)
         return TaylorState(
             coeffs=coeffs,
+            switches=switches,
+            unseen=unseen,
             h_ref=h0,
             index=index,
             counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
@@ -330,32 +462,71 @@ class Taylor(AbstractTaylorSolver):
         h_ref = reference_step(t0, t1)  # what the end coefficients are scaled by
         if made_jump is not False:
             index = eqxi.unvmap_max(state.index)
-            state = refresh_after_jump(
-                state, t0, h, made_jump, lambda h_ref: self._expand_at(terms, t0, y0, args, h_ref, index)[0]
-            )
+
+            def fresh(h_ref):
+                coeffs, _, switches, _ = self._expand_at(terms, t0, y0, args, h_ref, index)
+                return (coeffs,) if switches is None else (coeffs, switches)
+
+            carried = (lambda s: (s.coeffs,)) if state.switches is None else (lambda s: (s.coeffs, s.switches))
+            state = refresh_after_jump(state, t0, h, made_jump, fresh, carried=carried)
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
         # to this one's.
         coeffs = rescale(state.coeffs, state.h_ref, y0, h)
-        y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
+        if state.switches is None:
+            y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
+            dense = dict(coeffs=stack(coeffs))
+        else:
+            # A field that switches: the step goes through its switches in pieces.
+            switches = _rescale_rows(state.switches, state.h_ref, h)
+            y1, dense, piece_error, worst, done = self._through_switches(
+                terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen
+            )
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
         index = self._next_order_index(y1)
-        next_coeffs, last_two = self._expand_at(terms, t1, y1, args, h_ref, index)
+        next_coeffs, last_two, next_switches, _ = self._expand_at(terms, t1, y1, args, h_ref, index)
         y_error = self._error(last_two, y0, y1, index)
-        # Non-finite coefficients where the solution is known (this step's start)
-        # cannot be cured by a smaller step: say why, instead of rejecting until
-        # max_steps.
-        y1 = eqx.error_if(y1, ~all_finite(coeffs), _NONFINITE_MESSAGE)
+        if state.switches is not None:
+            # The pieces after a switch were expanded on the other side; their own
+            # estimates count, and a piece beyond the tolerance, or a step whose
+            # pieces ran out before its end, is rejected (an infinite estimate, which
+            # no controller accepts).
+            fail = ~done | (worst > 1)
+            y_error = jtu.tree_map(
+                lambda e, p: jnp.where(fail, jnp.inf, jnp.maximum(e, p)), y_error, piece_error
+            )
+        # Non-finite coefficients where the solution is known (this step's start: a
+        # state that is not finite, or a singular point of the vector field) cannot be
+        # cured by a smaller step: the step is accepted as it is (zero estimate, the
+        # state kept) and ends the solve with RESULTS.nonfinite, per trajectory and
+        # honouring `throw=False`, instead of rejecting until max_steps.
+        finite = all_finite(coeffs)
+        y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
+        y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
+        result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
         taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
-            coeffs=next_coeffs, h_ref=h_ref, index=index, counts=state.counts + taken, orders=state.orders
+            coeffs=next_coeffs,
+            switches=next_switches,
+            h_ref=h_ref,
+            index=index,
+            counts=state.counts + taken,
+            orders=state.orders,
+            unseen=state.unseen,
         )
-        return y1, y_error, dict(coeffs=stack(coeffs)), new_state, RESULTS.successful
+        return y1, y_error, dense, new_state, result
+
+
+def _rescale_rows(q: Array, h_ref: Array, h) -> Array:
+    """Switching-function coefficients scaled by `h_ref` (row j by `h_ref^j`) rescaled
+    to the step length `h`."""
+    ratio = (h / h_ref).astype(q.dtype)
+    return q * ratio ** jnp.arange(q.shape[0], dtype=q.dtype)[:, None]
 
 
 def _start_error(solver, terms, t0, y0, args):
-    _, _, h0, y_error = solver._start_expansion(terms, t0, y0, args)
+    _, _, _, h0, y_error = solver._start_expansion(terms, t0, y0, args)
     return h0, y_error
 
 
@@ -430,4 +601,7 @@ Taylor.__init__.__doc__ = """**Arguments:**
     `"jet"`, `"jvp"`, or an `AbstractTaylorMethod` instance.
 - `orders`: instead of `order`, two or more orders (each at least 2) to choose from
     before every step; needs an adaptive controller.
+- `event`: the `diffrax.Event` also passed to `diffeqsolve`, so that its conditions
+    are expanded along each step and no crossing inside a step is missed (see
+    [`taylorode.diffeqsolve`][], which passes it for you). Needs `method="recurrence"`.
 """

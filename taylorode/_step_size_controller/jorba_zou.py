@@ -194,7 +194,9 @@ def _scale_fn(rtol, atol):
     def scale(y0, y1, e):
         nan = jnp.isnan(y1).any()
         y1 = jnp.where(nan, y0, y1)
-        return e / tolerance_scale(rtol, atol, y0, y1)
+        # A zero estimate is zero whatever the scale (a step that ends the solve on a
+        # non-finite state reports zero).
+        return jnp.where(e == 0, jnp.zeros_like(e), e / tolerance_scale(rtol, atol, y0, y1))
 
     return scale
 

@@ -1,0 +1,266 @@
+"""Where a Taylor step must end: the first sign change of a switching function.
+
+The engine gives the Taylor series of the vector field's switching functions along the
+step (`SwitchSeries`, `taylorode/_coefficients/_switches.py`): polynomials
+`q(s) = sum_j q_j s^j` in the normalised time `s in [0, 1]` of the step. The step's
+series is valid until the first `s > 0` where one of them changes sign. `first_switch`
+finds that point, or certifies that there is none, as follows.
+
+1. **Exclusion over the whole step.** On `[0, 1]`, with `d = q` and `σ` the sign `q`
+   starts with, `σ q(s) >= |d_0| + s (σ d_1 - Σ_{j>=2} |d_j|)`, so `q` keeps its sign
+   if `|d_0| + min(0, σ d_1 - Σ_{j>=2} |d_j|) > 0` (or if `σ d_1 > Σ_{j>=2} |d_j|`:
+   moving away from a zero it starts at). Most steps stop here.
+2. **Cells.** Otherwise the window `[0, H]` (first `H = 1`) is cut into `N` cells, each
+   polynomial is re-expanded at every cell's start (a Taylor shift) and the same test
+   is applied per cell. The earliest cell that some function does not pass is
+   examined: if every function that fails there changes sign across it, it holds a
+   root; otherwise (a function comes close to zero without a visible sign change, so
+   it may touch or cross twice), the step ends at that cell's start, certified free of
+   switches, or, where that is the window's first cell, the window shrinks to it and
+   the cells are cut again (`ZOOMS` times at most).
+3. **Refinement.** A root so bracketed is refined by bisection to the last bit, and the
+   step ends just *past* it, where the function has its new sign, so that the next
+   expansion is made on the other side of the switch.
+
+The point returned carries the implicit-function derivative of the root,
+`ds/dθ = -(∂q/∂θ) / q'(s)`, so gradients see how the switch moves with parameters and
+initial conditions.
+
+Switches inside operations whose switching function the engine cannot write down (the
+`unseen` ones, such as `jnp.searchsorted`) are found by evaluating those operations at
+the cells' ends and bisecting between two evaluations that differ.
+
+References: the exclusion test and the isolation of the first root follow the ideas of
+heyoka's event detection (Biscani & Izzo 2022, arXiv:2204.09948), here with a Taylor-model
+bound in place of Descartes' rule of signs, so that the work has a fixed size.
+"""
+
+import math
+
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+
+# Cells per window, and how many times the first cell is examined more closely.
+CELLS = 8
+ZOOMS = 4
+
+
+def _passes(d: Array) -> Array:
+    """Whether each polynomial `d[:, i]` (coefficients on `u in [0, 1]`) keeps its sign
+    on `(0, 1]` by the Taylor-model bound (see the module doc). `d`: `(m, n)`."""
+    d0 = d[0]
+    d1 = d[1] if d.shape[0] > 1 else jnp.zeros_like(d0)
+    rest = jnp.sum(jnp.abs(d[2:]), axis=0) if d.shape[0] > 2 else jnp.zeros_like(d0)
+    sigma = jnp.where(d0 != 0, jnp.sign(d0), jnp.sign(d1))
+    g = sigma * d1 - rest
+    all_zero = jnp.all(d == 0, axis=0)
+    return (jnp.abs(d0) + jnp.minimum(g, 0) > 0) | (g > 0) | all_zero
+
+
+def _start_sign(d: Array) -> Array:
+    """The sign a polynomial has just after `u = 0` (of its first nonzero coefficient
+    among the first three)."""
+    s = jnp.sign(d[0])
+    for j in range(1, min(3, d.shape[0])):
+        s = jnp.where(s == 0, jnp.sign(d[j]), s)
+    return s
+
+
+def _horner(d: Array, u: Array) -> Array:
+    acc = d[-1]
+    for j in range(d.shape[0] - 2, -1, -1):
+        acc = acc * u + d[j]
+    return acc
+
+
+def _shift_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`binom[j, k] = C(k, j)`, `power[j, k] = k - j` and the mask `k >= j`, for the
+    Taylor shift `d_j(a) = sum_{k >= j} C(k, j) a^(k - j) q_k`."""
+    j = np.arange(m)[:, None]
+    k = np.arange(m)[None, :]
+    mask = k >= j
+    binom = np.where(mask, np.vectorize(lambda a, b: math.comb(int(b), int(a)) if b >= a else 0)(j, k), 0)
+    return binom.astype(np.float64), np.where(mask, k - j, 0), mask
+
+
+def _cells(q: Array, width: Array) -> Array:
+    """The polynomials re-expanded on each of the `CELLS` cells of `[0, CELLS * width]`,
+    in the cell's own variable `u in [0, 1]`: shape `(CELLS, m, n)`."""
+    m = q.shape[0]
+    binom, power, mask = _shift_matrices(m)
+    starts = jnp.arange(CELLS, dtype=q.dtype) * width
+    # a^e for e = 0 .. m-1 at each cell start (0^0 = 1).
+    a_pow = starts[:, None] ** jnp.arange(m, dtype=q.dtype)[None, :]
+    shift = jnp.where(mask[None], binom.astype(q.dtype)[None] * a_pow[:, power], 0)  # (CELLS, m, m)
+    scale = width ** jnp.arange(m, dtype=q.dtype)  # u = (s - a) / width
+    return jnp.einsum("ijk,kn->ijn", shift, q) * scale[None, :, None]
+
+
+def _bisect(d: Array, sign0: Array, iterations: int) -> Array:
+    """For each polynomial `d[:, i]` with a sign change on `[0, 1]` (starting with sign
+    `sign0`), the smallest `u` found whose value no longer has sign `sign0`."""
+
+    def body(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        same = sign0 * _horner(d, mid) > 0
+        return jnp.where(same, mid, lo), jnp.where(same, hi, mid)
+
+    lo = jnp.zeros_like(sign0)
+    hi = jnp.ones_like(sign0)
+    _, hi = lax.fori_loop(0, iterations, body, (lo, hi))
+    return hi
+
+
+def first_switch(q: Array) -> tuple[Array, Array, Array]:
+    """Locate the first sign change on `(0, 1]` of the polynomials `q[:, i]` (shape
+    `(m, n)`, normalised coefficients in the step variable `s`).
+
+    **Returns:** `(end, crossed, which)`: the step may safely go to `end in (0, 1]`;
+    `crossed` says whether `end` lies just past a root (of polynomial `which`) rather
+    than at a point certified free of switches (`end = 1`: no switch in the step).
+    `end` is not differentiable; see `root_derivative`.
+    """
+    q = lax.stop_gradient(q)
+    dtype = q.dtype
+    bits = jnp.finfo(dtype).nmant + 4
+    n = q.shape[1]
+
+    def analyse(width):
+        d = _cells(q, width)  # (CELLS, m, n)
+        ok = jax.vmap(_passes)(d)  # (CELLS, n)
+        first_bad = jnp.argmin(ok, axis=0)  # first failing cell per function
+        first_bad = jnp.where(jnp.all(ok, axis=0), CELLS, first_bad)
+        cell = jnp.min(first_bad)
+        at = jnp.minimum(cell, CELLS - 1)
+        dc = d[at]  # (m, n)
+        sign0 = _start_sign(dc)
+        end_value = jnp.sum(dc, axis=0)
+        changes = sign0 * end_value <= 0
+        candidates = first_bad == cell
+        bracketed = jnp.all(jnp.where(candidates, changes, True))
+        return cell, at, dc, sign0, candidates, bracketed
+
+    def zoom_cond(carry):
+        width, level, done = carry
+        return ~done & (level < ZOOMS)
+
+    def zoom_body(carry):
+        width, level, _ = carry
+        cell, _, _, _, _, bracketed = analyse(width)
+        stuck = (cell == 0) & ~bracketed
+        return jnp.where(stuck, width / CELLS, width), level + 1, ~stuck
+
+    if n == 0:
+        return jnp.ones((), dtype), jnp.array(False), jnp.zeros((), jnp.int32)
+    # A switching function that is exactly zero where the step starts (a state given
+    # on a switch, a time switch met exactly) leaves the branch to JAX's tie
+    # conventions: the step first moves off it, just far enough to decide.
+    tied = (q[0] == 0) & ~jnp.all(q == 0, axis=0)
+    whole = _passes(q) & ~tied
+
+    def locate(_):
+        width0 = jnp.asarray(1 / CELLS, dtype)
+        width, _, _ = lax.while_loop(zoom_cond, zoom_body, (width0, 0, jnp.array(False)))
+        cell, at, dc, sign0, candidates, bracketed = analyse(width)
+        start = at.astype(dtype) * width
+        u = _bisect(dc, jnp.where(candidates, sign0, 1), bits)
+        u = jnp.where(candidates, u, jnp.inf)
+        which = jnp.argmin(u).astype(jnp.int32)
+        root_end = _past(q[:, which], start + u[which] * width)
+        no_switch = cell >= CELLS
+        window_end = CELLS * width
+        # Certified free of switches: to the window's end if nothing fails in it, to
+        # the start of the first doubtful cell, or (doubtful from the start, after
+        # every zoom) to the end of the first cell.
+        safe_end = jnp.where(no_switch, window_end, jnp.where(at > 0, start, width))
+        crossed = ~no_switch & bracketed
+        end = jnp.where(crossed, root_end, jnp.minimum(safe_end, 1))
+        off = jax.vmap(_past, in_axes=(1, None))(q, jnp.zeros((), dtype))
+        off = jnp.where(tied, off, jnp.inf)
+        tie = jnp.argmin(off).astype(jnp.int32)
+        first_off = off[tie] < end
+        return (
+            jnp.where(first_off, off[tie], end),
+            crossed | first_off,
+            jnp.where(first_off, tie, which),
+        )
+
+    def clear(_):
+        return jnp.ones((), dtype), jnp.array(False), jnp.zeros((), jnp.int32)
+
+    end, crossed, which = lax.cond(jnp.all(whole), clear, locate, None)
+    # A switch within rounding of the step's end: the step ends there anyway.
+    end = jnp.where(end >= 1 - 64 * jnp.finfo(dtype).eps, jnp.ones_like(end), end)
+    return end, crossed, which
+
+
+def _past(qi: Array, s: Array) -> Array:
+    """From `s`, just past a root of `qi`, further on until `|qi|` exceeds what the
+    next expansion's own value of the switching function may differ by (rounding, and
+    the truncation of the series, measured by its last two terms), so that the next
+    expansion sees the new side of the switch and not a tie (where JAX's conventions
+    would mix the two branches)."""
+    eps = jnp.finfo(qi.dtype).eps
+    m = qi.shape[0]
+    scale = jnp.max(jnp.abs(qi))
+    if m > 2:
+        # The last two terms at s: what the series' truncation may be off by there.
+        tail = jnp.abs(qi[m - 2]) * s ** (m - 2) + jnp.abs(qi[m - 1]) * s ** (m - 1)
+    else:
+        tail = jnp.zeros_like(scale)
+    margin = 4 * tail + 256 * eps * scale
+    value = _horner(qi, s)
+    slope = _horner(qi[1:] * jnp.arange(1, m, dtype=qi.dtype), s) if m > 1 else jnp.zeros_like(value)
+    extra = jnp.maximum(margin - jnp.abs(value), 0) / jnp.maximum(jnp.abs(slope), jnp.finfo(qi.dtype).tiny)
+    return jnp.minimum(s + jnp.minimum(extra, 1), 1)
+
+
+def root_derivative(q: Array, end: Array, crossed: Array, which: Array) -> Array:
+    """`end` with the derivative of the root it brackets: one Newton correction
+    `s - q(s)/q'(s)` in differentiable form, whose value is dropped."""
+    qi = q[:, which]
+    s = lax.stop_gradient(end)
+    value = _horner(qi, s)
+    m = qi.shape[0]
+    dq = qi[1:] * jnp.arange(1, m, dtype=qi.dtype)
+    slope = _horner(dq, s) if m > 1 else jnp.zeros_like(value)
+    safe = crossed & (slope != 0)
+    newton = s - value / jnp.where(safe, slope, 1)
+    correction = jnp.where(safe, newton - lax.stop_gradient(newton), 0)
+    return end + correction
+
+
+def first_change(signature, end: Array) -> Array:
+    """The first point of `(0, end]` where `signature(u)` (an integer array: the values of
+    the switching operations the engine cannot see into, at the point `u` of the step)
+    differs from `signature(0)`, found by evaluating it at `CELLS` points and bisecting
+    between the last that agrees and the first that differs; `end` if none differs.
+    A change that reverts between two of those points is not seen."""
+    end = lax.stop_gradient(end)
+    dtype = end.dtype
+    ref = signature(jnp.zeros((), dtype))
+    us = end * jnp.arange(1, CELLS + 1, dtype=dtype) / CELLS
+    differs = jax.vmap(lambda u: jnp.any(signature(u) != ref))(us)
+    first = jnp.argmax(differs)
+    found = jnp.any(differs)
+
+    def refine(_):
+        lo = jnp.where(first > 0, us[jnp.maximum(first - 1, 0)], 0)
+        hi = us[first]
+
+        def body(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            same = ~jnp.any(signature(mid) != ref)
+            return jnp.where(same, mid, lo), jnp.where(same, hi, mid)
+
+        hi = lax.fori_loop(0, jnp.finfo(dtype).nmant + 4, body, (lo, hi))[1]
+        # A change at the end itself (within rounding of the step's time) needs no cut.
+        return jnp.where(hi >= end * (1 - 64 * jnp.finfo(dtype).eps), end, hi)
+
+    return lax.cond(found, refine, lambda _: end, None)

@@ -1,0 +1,165 @@
+"""Acceptance tests: vector fields that switch inside a step (non-smooth fields).
+
+Each problem of `tests/nonsmooth_fields.py` (jnp.sign, jnp.clip, jnp.where, jnp.interp,
+jnp.floor, jnp.maximum, jnp.heaviside, jnp.mod, an equinox MLP with relu) is solved
+under `jax.jit` in float64 with `taylorode.Taylor()` (order 13 at 1e-10), with
+`taylorode.TaylorController(1e-10, 1e-10)` and with `diffrax.PIDController(1e-10, 1e-10)`,
+and the max error at t1 against the piecewise scipy reference must be below
+max(1e-8, 100 x the error of `diffrax.Dopri8()` with `PIDController(1e-10, 1e-10)` on the
+same problem): a Taylor method that steps across a switch as if the field were smooth
+loses its order there, and this asks it to be as good as a robust Runge-Kutta method
+with step rejection. Two problems are also solved in float32 at rtol = atol = 1e-5.
+
+The references themselves are checked first: DOP853 against Radau (independent methods),
+each branch of the reference against the user's jnp field along the reference
+trajectory, and `where_state` against its exact solution.
+
+Runtime: one compile per (problem, solver, controller) (2-5 s for Taylor at order 13),
+cached for the module (`functools.cache`); the Dopri8 error is computed once per problem.
+The whole module took about 75 s on 2 cores when written, so every problem keeps its
+`PIDController` case.
+"""
+
+import functools
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import taylorode
+
+from . import nonsmooth_fields as nf
+from .nonsmooth_fields import PROBLEMS, PROBLEMS_BY_NAME
+
+
+TOL = 1e-10
+FLOOR = 1e-8  # absolute error every case must reach (or 100 x Dopri8's error)
+FACTOR = 100.0
+TOL32 = 1e-5
+FLOOR32 = 1e-4
+MAX_STEPS = 100_000
+FLOAT32_PROBLEMS = ["spring_saturation", "coulomb_friction"]
+
+NAMES = [p.name for p in PROBLEMS]
+
+
+def _solvers(kind, tol):
+    if kind == "taylor_jz":
+        return taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol)
+    if kind == "taylor_pid":
+        return taylorode.Taylor(), diffrax.PIDController(rtol=tol, atol=tol)
+    if kind == "dopri8":
+        return diffrax.Dopri8(), diffrax.PIDController(rtol=tol, atol=tol)
+    raise ValueError(kind)
+
+
+@functools.cache
+def _solve_fn(name, kind, dtype):
+    """The jitted solve of problem `name` with solver/controller `kind`, y0 -> y(t1)."""
+    p = PROBLEMS_BY_NAME[name]
+    solver, controller = _solvers(kind, TOL if dtype == "float64" else TOL32)
+    t0 = jnp.asarray(p.t0, dtype=dtype)
+    t1 = jnp.asarray(p.t1, dtype=dtype)
+
+    @jax.jit
+    def solve(y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(p.f),
+            solver,
+            t0,
+            t1,
+            None,
+            y0,
+            stepsize_controller=controller,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=MAX_STEPS,
+            throw=False,
+        )
+        return (
+            sol.ys[-1],
+            sol.result == diffrax.RESULTS.successful,
+            sol.stats["num_accepted_steps"],
+            sol.stats["num_rejected_steps"],
+        )
+
+    return solve
+
+
+@functools.cache
+def _run(name, kind, dtype="float64"):
+    """(error at t1, successful, accepted steps, rejected steps) against the reference."""
+    p = PROBLEMS_BY_NAME[name]
+    y1, ok, accepted, rejected = _solve_fn(name, kind, dtype)(jnp.asarray(p.y0, dtype=dtype))
+    y1 = np.asarray(y1, dtype=np.float64)
+    err = float(np.max(np.abs(y1 - nf.reference(p)))) if np.all(np.isfinite(y1)) else np.inf
+    return err, bool(ok), int(accepted), int(rejected)
+
+
+def _bound(name, dtype="float64"):
+    dopri_err = _run(name, "dopri8", dtype)[0]
+    floor = FLOOR if dtype == "float64" else FLOOR32
+    return max(floor, FACTOR * dopri_err), dopri_err
+
+
+def _check(name, kind, dtype="float64"):
+    err, ok, accepted, rejected = _run(name, kind, dtype)
+    bound, dopri_err = _bound(name, dtype)
+    what = (
+        f"{name} ({PROBLEMS_BY_NAME[name].note}), {kind}, {dtype}: error {err:.2e}, "
+        f"bound {bound:.1e} (Dopri8 error {dopri_err:.2e}), "
+        f"{accepted} accepted / {rejected} rejected steps, successful={ok}"
+    )
+    assert ok, what
+    assert err <= bound, what
+
+
+# --- the references ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_methods_agree(name):
+    p = PROBLEMS_BY_NAME[name]
+    a, b = nf.reference(p), nf.reference_check(p)
+    scale = max(1.0, float(np.max(np.abs(a))))
+    assert np.max(np.abs(a - b)) <= 1e-11 * scale, (a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_branches_are_the_field(name):
+    """Inside every piece of the reference, its branch is the user's jnp field."""
+    p = PROBLEMS_BY_NAME[name]
+    f = jax.jit(p.f)
+    for start, end, mode, tm, dense in nf.reference_pieces(p):
+        g = p.branch(mode, tm)
+        for s in np.linspace(0.02, 0.98, 7):
+            t = start + s * (end - start)
+            y = dense(t)
+            expected = np.asarray(g(t, y))
+            got = np.asarray(f(jnp.asarray(t), jnp.asarray(y), None))
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"{name}, t = {t}, mode {mode}")
+    assert nf.reference_pieces(p)[-1][1] == p.t1
+
+
+def test_where_state_reference_is_exact():
+    p = PROBLEMS_BY_NAME["where_state"]
+    np.testing.assert_allclose(nf.reference(p), nf.WHERE_STATE_EXACT, rtol=0, atol=1e-13)
+
+
+# --- the solvers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_taylor_controller(name):
+    _check(name, "taylor_jz")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_taylor_pid(name):
+    _check(name, "taylor_pid")
+
+
+@pytest.mark.parametrize("name", FLOAT32_PROBLEMS)
+def test_taylor_controller_float32(name):
+    _check(name, "taylor_jz", "float32")

@@ -1,0 +1,123 @@
+"""Steps end at switches and events: analytic solutions of fields that switch, their
+gradients (the switch time moves with the parameters), vmap with per-trajectory switch
+times, backward time, and events that a long step would hide."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+
+import taylorode
+
+
+TOL = 1e-10
+CONTROLLERS = {
+    "TaylorController": lambda: taylorode.TaylorController(rtol=TOL, atol=TOL),
+    "PIDController": lambda: diffrax.PIDController(rtol=TOL, atol=TOL),
+}
+
+
+def _time_switch(t, y, p):
+    # y' = 1 before t = p, -1 after: y(1) = 2 p - 1 from y(0) = 0.
+    return jnp.where(t < p, 1.0, -1.0) + 0 * y
+
+
+def _state_switch(t, y, args):
+    # y' = 1 below 0.5, 0.1 above: from y0 < 0.5, y(1) = 0.5 + 0.1 (0.5 + y0).
+    return jnp.where(y < 0.5, 1.0, 0.1)
+
+
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_time_switch_value_and_gradient(name):
+    def solve(p):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_time_switch), taylorode.Taylor(), 0.0, 1.0, None, jnp.array(0.0), p,
+            stepsize_controller=CONTROLLERS[name](),
+        )
+        return sol.ys[-1]
+
+    p = 0.3
+    value, grad = jax.jit(jax.value_and_grad(solve))(p)
+    assert abs(float(value) - (2 * p - 1)) < 1e-12
+    assert abs(float(grad) - 2.0) < 1e-8
+
+
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_state_switch_vmap_and_gradient(name):
+    def solve(y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_state_switch), taylorode.Taylor(), 0.0, 1.0, None, y0,
+            stepsize_controller=CONTROLLERS[name](),
+        )
+        return sol.ys[-1]
+
+    y0 = jnp.array([-0.4, 0.0, 0.2, 0.45])  # switch times 0.9, 0.5, 0.3, 0.05
+    ys = jax.jit(jax.vmap(solve))(y0)
+    np.testing.assert_allclose(np.asarray(ys), 0.5 + 0.1 * (0.5 + np.asarray(y0)), rtol=0, atol=1e-12)
+    grads = jax.jit(jax.vmap(jax.grad(solve)))(y0)
+    np.testing.assert_allclose(np.asarray(grads), 0.1, rtol=0, atol=1e-8)
+
+
+def test_backward_in_time_switch():
+    # From t = 1 back to 0 with y(1) = 2 p - 1: y(0) = 0.
+    p = 0.7
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(_time_switch), taylorode.Taylor(), 1.0, 0.0, None, jnp.array(2 * p - 1), p,
+        stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL),
+    )
+    assert abs(float(sol.ys[-1])) < 1e-12
+
+
+def test_dense_output_across_switches():
+    # Saved times inside steps that are cut at switches: y = t until 0.5 - y0... here
+    # y0 = 0: y = t up to 0.5, then 0.5 + 0.1 (t - 0.5).
+    ts = jnp.linspace(0.0, 1.0, 21)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(_state_switch), taylorode.Taylor(), 0.0, 1.0, None, jnp.array(0.0),
+        stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL), saveat=diffrax.SaveAt(ts=ts),
+    )
+    exact = np.where(ts < 0.5, ts, 0.5 + 0.1 * (np.asarray(ts) - 0.5))
+    np.testing.assert_allclose(np.asarray(sol.ys), exact, rtol=0, atol=1e-12)
+
+
+def _oscillator(t, y, args):
+    # x = sin(20 t), v = cos(20 t)
+    return jnp.stack([20 * y[1], -20 * y[0]])
+
+
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_event_in_a_window_shorter_than_a_step(name):
+    # x > 0.99 only for about 0.014 around t = 0.0785, less than one Taylor step: the
+    # first crossing, at asin(0.99) / 20, is found.
+    event = diffrax.Event(lambda t, y, args, **kw: y[0] - 0.99, optx.Newton(rtol=1e-12, atol=1e-12))
+    sol = taylorode.diffeqsolve(
+        diffrax.ODETerm(_oscillator), taylorode.Taylor(), 0.0, 2.0, None, jnp.array([0.0, 1.0]),
+        stepsize_controller=CONTROLLERS[name](), event=event,
+    )
+    assert abs(float(sol.ts[-1]) - np.arcsin(0.99) / 20) < 1e-9
+    # diffrax alone, the solver not told of the event, steps over the window.
+    blind = diffrax.diffeqsolve(
+        diffrax.ODETerm(_oscillator), taylorode.Taylor(), 0.0, 2.0, None, jnp.array([0.0, 1.0]),
+        stepsize_controller=CONTROLLERS[name](), event=event,
+    )
+    assert float(blind.ts[-1]) > 0.2
+
+
+def test_two_events_in_one_step_the_earlier_is_reported():
+    # x = sin(t) crosses 0.3 at 0.3047 and 0.5 at 0.5236, both inside one step of a
+    # Taylor solver told nothing; told of both, the earlier is reported.
+    def field(t, y, args):
+        return jnp.stack([y[1], -y[0]])
+
+    event = diffrax.Event(
+        (lambda t, y, args, **kw: y[0] - 0.5, lambda t, y, args, **kw: y[0] - 0.3),
+        optx.Newton(rtol=1e-12, atol=1e-12),
+    )
+    sol = taylorode.diffeqsolve(
+        diffrax.ODETerm(field), taylorode.Taylor(), 0.0, 3.0, None, jnp.array([0.0, 1.0]),
+        stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL), event=event,
+    )
+    assert abs(float(sol.ts[-1]) - np.arcsin(0.3)) < 1e-9
+    assert [bool(m) for m in sol.event_mask] == [False, True]
