@@ -14,7 +14,11 @@ from ._diagnostics import (
     stiffness_diagnostics as stiffness_diagnostics,
     StiffnessDiagnostics as StiffnessDiagnostics,
 )
-from ._errors import PrecisionWarning as PrecisionWarning, TaylorRuleError as TaylorRuleError
+from ._errors import (
+    PrecisionWarning as PrecisionWarning,
+    SwitchWarning as SwitchWarning,
+    TaylorRuleError as TaylorRuleError,
+)
 from ._interop import diffeqsolve as diffeqsolve
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
 from ._protocol import TaylorFunc as TaylorFunc

@@ -19,3 +19,10 @@ class PrecisionWarning(UserWarning):
     represent (e.g. `rtol=1e-12` with a float32 state). Enable 64-bit floats (JAX's
     `jax_enable_x64` option) and pass float64 arrays.
     """
+
+
+class SwitchWarning(UserWarning):
+    """A vector field switches (`jnp.where`, `abs`, `clip`, ...) and the chosen
+    coefficient method cannot see where: steps may run over its switches. Use
+    `method="recurrence"` (the default), which ends steps at them.
+    """

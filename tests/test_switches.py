@@ -121,3 +121,35 @@ def test_two_events_in_one_step_the_earlier_is_reported():
     )
     assert abs(float(sol.ts[-1]) - np.arcsin(0.3)) < 1e-9
     assert [bool(m) for m in sol.event_mask] == [False, True]
+
+
+def _saturation(t, y, args):
+    return jnp.stack([y[1], -jnp.clip(4 * y[0], -0.5, 0.5)])
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [taylorode.Taylor(order=4, method="jet"), taylorode.HermiteObreschkoff(1, 2)],
+    ids=["jet", "HermiteObreschkoff"],
+)
+def test_solvers_blind_to_switches_say_so(solver, recwarn):
+    y0 = jnp.array([1.0, 0.0])
+    diffrax.diffeqsolve(
+        diffrax.ODETerm(_saturation), solver, 0.0, 0.5, 0.1, y0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
+    )
+    assert any(issubclass(w.category, taylorode.SwitchWarning) for w in recwarn)
+
+
+def test_smooth_field_has_no_switch_machinery():
+    # Without switching operations the state carries no switch series and the dense
+    # output is one polynomial: the program is the one of a smooth field.
+    term = diffrax.ODETerm(lambda t, y, args: jnp.stack([y[1], -y[0] / (y[0] ** 2 + 1.0)]))
+    solver = taylorode.Taylor(order=6)
+    y0 = jnp.array([1.0, 0.0])
+    state = solver.init(term, 0.0, 0.1, y0, None)
+    assert state.switches is None and state.unseen == ()
+    _, _, dense, _, _ = solver.step(term, 0.0, 0.1, y0, None, state, False)
+    assert set(dense) == {"coeffs"}
+    switching = solver.init(diffrax.ODETerm(_saturation), 0.0, 0.1, y0, None)
+    assert switching.switches is not None

@@ -33,7 +33,9 @@ class AbstractTaylorMethod(eqx.Module):
     ) -> tuple[list[PyTree], "SwitchSeries"]:
         """`expand`, and the Taylor series of the vector field's switching functions
         along the same expansion (see `SwitchSeries`). A method that cannot see
-        switches returns `SwitchSeries(None, (), visible=False)`."""
+        switches returns `SwitchSeries(None, (), visible=False)`, after warning
+        (`taylorode.SwitchWarning`, once) if the field has switching operations."""
+        warn_if_switching(f"method={self.name!r}", fn, t0, y0, args)
         return self.expand(fn, t0, y0, args, order), SwitchSeries(None, (), visible=False)
 
     def discrete_signature(self, fn: VectorField, t: Any, y: PyTree, args: Any):
@@ -129,3 +131,58 @@ class SwitchSeries(eqx.Module):
     coeffs: Any
     unseen: tuple = eqx.field(static=True)
     visible: bool = eqx.field(static=True, default=True)
+
+
+_REGISTRY: dict = {}
+
+
+def _switching_operations(jaxpr, dependent: list[bool], found: dict) -> None:
+    """Collect the switching operations (see `_switches.py`) that depend on the
+    expansion variables, through nested jaxprs."""
+    import jax.extend.core as jex_core
+
+    from ._switches import NOT_SWITCHES, SWITCHING
+
+    live = {v for v, d in zip(jaxpr.invars, dependent) if d}
+    for eqn in jaxpr.eqns:
+        inputs = [not isinstance(v, jex_core.Literal) and v in live for v in eqn.invars]
+        if not any(inputs):
+            continue
+        live.update(eqn.outvars)
+        name = eqn.primitive.name
+        integer_out = not any(jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars)
+        if name in SWITCHING or (integer_out and name not in NOT_SWITCHES):
+            found.setdefault(name, None)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)
+                if isinstance(sub, jex_core.Jaxpr) and len(sub.invars) == len(eqn.invars):
+                    _switching_operations(sub, inputs, found)
+
+
+def warn_if_switching(who: str, fn, t0, y0, args) -> None:
+    """Warn (`taylorode.SwitchWarning`, once per message) that `who` cannot see where the
+    vector field `fn(t, y, args)` switches, if it has switching operations."""
+    import warnings
+
+    import jax
+
+    from .._errors import SwitchWarning
+
+    try:
+        closed = jax.make_jaxpr(lambda t, y: fn(t, y, args))(t0, y0)
+    except Exception:  # the expansion itself will report what is wrong
+        return
+    found: dict = {}
+    _switching_operations(closed.jaxpr, [True] * len(closed.jaxpr.invars), found)
+    if found:
+        warnings.warn_explicit(
+            f"The vector field switches ({', '.join(found)}), and {who} cannot see "
+            "where: a step may run over a switch and be wrong. taylorode.Taylor() with "
+            "method='recurrence' (the default) ends steps at switches.",
+            SwitchWarning,
+            filename=__file__,
+            lineno=1,
+            module="taylorode",
+            registry=_REGISTRY,
+        )

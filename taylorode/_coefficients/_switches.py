@@ -83,6 +83,8 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
         (x,) = ins
         if not _is_real_series(x):
             return None
+        if name == "convert_element_type" and jnp.issubdtype(params["new_dtype"], jnp.inexact):
+            return None  # float -> float: smooth
         if name == "convert_element_type" and jnp.issubdtype(params["new_dtype"], jnp.bool_):
             return _safe(lambda j: coeff(x, j))  # float -> bool: x != 0
         lo, hi = _INTEGER_PARTS[name](x[0])

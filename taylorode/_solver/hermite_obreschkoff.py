@@ -13,6 +13,7 @@ from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
+from .._coefficients._base import warn_if_switching
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._polynomial import stack
 from .._root_finder import (
@@ -319,6 +320,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
 
     def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> HermiteObreschkoffState:
         self._check_init(terms, y0)
+        warn_if_switching(
+            f"taylorode.{self.solver_name} (which does not end steps at switches)",
+            lambda t, y, args: terms.vf(t, y, args), t0, y0, args,
+        )
         h = reference_step(t0, t1)
         coeffs = tuple(self._expand(terms, t0, h, y0, args, self._start_order))
         zero = jnp.array(0, jnp.int32)
