@@ -146,9 +146,11 @@ def test_wrong_output_shape():
     ids=["TaylorController", "PIDController"],
 )
 def test_singular_vector_field_says_why(controller, dt0):
-    # jnp.sqrt at 0: finite value, infinite derivative, NaN coefficients. No step size
-    # helps, so the solve stops at once with RESULTS.nonfinite (instead of rejecting
-    # steps until max_steps): raised by default, returned with throw=False.
+    # jnp.sqrt at 0 of a series leaving 0 (y' = 1 - sqrt(y) from 0): finite value,
+    # infinite derivative, no Taylor series. No step size helps, so the solve stops at
+    # once with RESULTS.nonfinite (instead of rejecting steps until max_steps): raised
+    # by default, returned with throw=False. Where the series stays at 0 (y' = -sqrt(y)
+    # from 0, whose solution is y = 0), sqrt of the zero series is the zero series.
     def solve(field, throw=True):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field), taylorode.Taylor(order=4), 0.0, 1.0, dt0,
@@ -156,11 +158,12 @@ def test_singular_vector_field_says_why(controller, dt0):
         )
 
     with pytest.raises(Exception, match="Nonfinite"):
-        solve(lambda t, y, a: -jnp.sqrt(y))
-    sol = solve(lambda t, y, a: -jnp.sqrt(y), throw=False)
+        solve(lambda t, y, a: 1 - jnp.sqrt(y))
+    sol = solve(lambda t, y, a: 1 - jnp.sqrt(y), throw=False)
     assert sol.result == diffrax.RESULTS.nonfinite
     assert int(sol.stats["num_steps"]) == 1
     assert float(solve(lambda t, y, a: -taylorode.stable.sqrt(y)).ys[-1]) == 0.0
+    assert float(solve(lambda t, y, a: -jnp.sqrt(y)).ys[-1]) == 0.0
 
 
 def test_nonfinite_state_is_a_per_trajectory_result():

@@ -153,3 +153,37 @@ def test_smooth_field_has_no_switch_machinery():
     assert set(dense) == {"coeffs"}
     switching = solver.init(diffrax.ODETerm(_saturation), 0.0, 0.1, y0, None)
     assert switching.switches is not None
+
+
+def test_norm_of_a_zero_difference_is_the_zero_series():
+    # The N-body idiom norm(r_i - r_j) + eye: the diagonal's series is zero (up to
+    # XLA's rounding), and its square root is the zero series, not NaN. Against the
+    # jvp tower of the same field written without a zero under the root (JAX's own
+    # derivative of norm at 0 is NaN), and against Dopri8 (the solve).
+    eye = jnp.eye(3)
+
+    def nbody(distance):
+        def field(t, y, args):
+            r, v = y[:, :2], y[:, 2:]
+            d = r[:, None, :] - r[None, :, :]
+            dist = distance(d)
+            return jnp.concatenate([v, -jnp.sum(d / dist[..., None] ** 3 * (1 - eye)[..., None], axis=1)], axis=1)
+
+        return field
+
+    field = nbody(lambda d: jnp.linalg.norm(d, axis=-1) + eye)
+    smooth = nbody(lambda d: jnp.sqrt(jnp.sum(d**2, axis=-1) + eye))
+    y0 = jnp.array([[1.0, 0.0, 0.0, 0.5], [-1.0, 0.0, 0.0, -0.5], [0.0, 1.0, 0.3, 0.0]])
+    ours = jax.jit(lambda y: taylorode.taylor_coefficients(field, 0.0, y, None, 5))(y0)
+    tower = taylorode.taylor_coefficients(smooth, 0.0, y0, None, 5, method="jvp")
+    for a, b in zip(ours, tower):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), taylorode.Taylor(), 0.0, 1.0, None, y0,
+        stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL),
+    )
+    ref = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax.Dopri8(), 0.0, 1.0, None, y0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-12),
+    )
+    assert float(jnp.max(jnp.abs(sol.ys[-1] - ref.ys[-1]))) < 1e-9

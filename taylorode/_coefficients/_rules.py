@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from . import _series as S
+from ._collect import current
 
 
 class Const:
@@ -252,9 +253,37 @@ def _integer_pow(k, ins, outs, ctx, y):
     return [S.quotient(jnp.zeros_like(a[0]), denom, outs[0], k)]
 
 
+def _positive_power(k, a, c, alpha, ctx):
+    """Order k of c = a^alpha for alpha > 0. Where a starts at 0 the recurrence divides
+    by zero: the divisor is taken as 1 there instead, which gives the zero series for a
+    series that is zero (the diagonal of `norm(r_i - r_j)`), and the expansion
+    registers a check, made once at its end, that marks it invalid where a starts at 0
+    and is not zero (no Taylor series exists there: the solver then stops with a
+    non-finite result). "Zero" allows rounding: every coefficient within
+    `eps^max(2, 1/alpha)` of 0 (XLA may compute one value in two ways, so r_i - r_i
+    need not be exactly 0), where a^alpha is itself below rounding."""
+    if "a0" not in ctx:
+        a0 = a[0]
+        ctx["a0"] = jnp.where(a0 == 0, jnp.ones_like(a0), a0)
+        collector = current()
+        if collector is not None:
+            eps = float(jnp.finfo(jnp.result_type(a0)).eps)
+            small = eps ** max(2.0, 1 / float(alpha))
+            collector.checks.append(lambda: (a0 == 0) & _beyond(a, small))
+    return S.power(a, c, alpha, k, a0=ctx["a0"])
+
+
+def _beyond(a, small):
+    """Where some coefficient of order >= 1 of the series `a` (as far as it goes)
+    exceeds `small` in absolute value."""
+    if len(a) < 2:
+        return jnp.zeros(jnp.shape(a[0]), bool)
+    return jnp.any(jnp.stack([jnp.abs(x) > small for x in a[1:]]), axis=0)
+
+
 @_register("sqrt")
 def _sqrt(k, ins, outs, ctx, **params):
-    return [S.power(ins[0], outs[0], 0.5, k)]
+    return [_positive_power(k, ins[0], outs[0], 0.5, ctx)]
 
 
 @_register("rsqrt")
@@ -264,7 +293,7 @@ def _rsqrt(k, ins, outs, ctx, **params):
 
 @_register("cbrt")
 def _cbrt(k, ins, outs, ctx, **params):
-    return [S.power(ins[0], outs[0], 1 / 3, k)]
+    return [_positive_power(k, ins[0], outs[0], 1 / 3, ctx)]
 
 
 @_register("pow")
@@ -278,6 +307,8 @@ def _pow(k, ins, outs, ctx, **params):
             if "alpha" not in ctx:
                 ctx["alpha"] = lax.convert_element_type(alpha, outs[0][0].dtype)
             alpha = ctx["alpha"]
+        elif float(alpha) > 0:
+            return [_positive_power(k, series_of(a, k), outs[0], alpha, ctx)]
         return [S.power(series_of(a, k), outs[0], alpha, k)]
     # a^b = exp(b log a), all three as series; also for a constant complex b, which
     # `power` would take as a Python float.

@@ -116,19 +116,22 @@ def quotient(a_k: Array, b: Series, c: Series, k: int) -> Array:
     return (a_k - _dot_sum([b[j] for j in js], [c[k - j] for j in js])) / b[0]
 
 
-def power(a: Series, c: Series, alpha, k: int) -> Array:
+def power(a: Series, c: Series, alpha, k: int, a0=None) -> Array:
     """Order k of c = a^alpha (alpha constant, possibly an array):
     `c_k = (alpha S_1 - S_2) / (k a_0)` with `S_1 = sum_{j<k} (k-j) a_{k-j} c_j` and
-    `S_2 = sum_{j<k} j a_{k-j} c_j`. Singular where a_0 = 0."""
+    `S_2 = sum_{j<k} j a_{k-j} c_j`. Singular where a_0 = 0; `a0` replaces `a_0` as the
+    divisor where given."""
     js = range(0, k)
+    if a0 is None:
+        a0 = a[0]
     xs, ys = [a[k - j] for j in js], [c[j] for j in js]
     if np.ndim(alpha) == 0 and not isinstance(alpha, jax.core.Tracer):
         # A known constant: one weighted sum, `sum_j (alpha (k-j) - j) a_{k-j} c_j`.
         alpha = float(alpha)
-        return _dot_sum(xs, ys, [alpha * (k - j) - j for j in js]) / (k * a[0])
+        return _dot_sum(xs, ys, [alpha * (k - j) - j for j in js]) / (k * a0)
     s1 = _dot_sum(xs, ys, [k - j for j in js])
     s2 = _dot_sum(xs, ys, [j for j in js])
-    return (alpha * s1 - s2) / (k * a[0])
+    return (alpha * s1 - s2) / (k * a0)
 
 
 def logarithm(a: Series, c: Series, k: int) -> Array:

@@ -1,7 +1,5 @@
 """taylorode's own Taylor-mode engine: per-primitive recurrences over a jaxpr."""
 
-import contextlib
-import contextvars
 from typing import ClassVar
 
 import equinox as eqx
@@ -14,6 +12,7 @@ from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
 from ._base import AbstractTaylorMethod, SwitchSeries, flatten_state, output_leaves
 from ._batching import batch_scalars
+from ._collect import collecting, current
 from ._rules import (
     Const,
     CUSTOM_JVP_RULES,
@@ -55,31 +54,6 @@ def _bind(eqn, values: list) -> list:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-class _SwitchCollector:
-    """What one expansion learns about the field's switches: the series of its
-    switching functions (`_switches.py`), and the switching primitives it cannot see
-    into (name -> where in user code)."""
-
-    def __init__(self):
-        self.series: list = []
-        self.opaque: dict[str, str | None] = {}
-
-
-_COLLECTOR: contextvars.ContextVar[_SwitchCollector | None] = contextvars.ContextVar(
-    "taylorode_switch_collector", default=None
-)
-
-
-@contextlib.contextmanager
-def _collecting():
-    collector = _SwitchCollector()
-    token = _COLLECTOR.set(collector)
-    try:
-        yield collector
-    finally:
-        _COLLECTOR.reset(token)
-
-
 def _is_real_series(x) -> bool:
     return not isinstance(x, Const) and jnp.issubdtype(jnp.result_type(x[0]), jnp.floating)
 
@@ -87,7 +61,7 @@ def _is_real_series(x) -> bool:
 def _note_switch(eqn, ins, outs, site) -> None:
     """Record the switching functions of an equation that depends on t or y, if it
     switches (see `_switches.py`)."""
-    collector = _COLLECTOR.get()
+    collector = current()
     name = eqn.primitive.name
     if collector is None or name in NOT_SWITCHES or not any(_is_real_series(x) for x in ins):
         return
@@ -374,6 +348,17 @@ def _rule(eqn, site=None):
     )
 
 
+def _invalid(collector):
+    """Whether any of the expansion's validity checks failed (`None`: no checks)."""
+    if not collector.checks:
+        return None
+    return jnp.any(jnp.stack([jnp.any(check()) for check in collector.checks]))
+
+
+def _poison(tree, invalid):
+    return jtu.tree_map(lambda c: jnp.where(invalid, jnp.full_like(c, jnp.nan), c), tree)
+
+
 def _traced_field(fn, t, y, args) -> tuple:
     """`(closed_jaxpr, t, y_leaves, arg_leaves, y_treedef)`: the vector field traced as a function
     of `t`, the state's leaves and the array leaves of `args` (the rest of `args` is
@@ -432,11 +417,21 @@ class RecurrenceMethod(AbstractTaylorMethod):
     max_order: ClassVar[int] = 60
 
     def expand(self, fn, t0, y0, args, order):
-        return self._expand(fn, t0, y0, args, order)
+        with collecting() as collector:
+            coeffs = self._expand(fn, t0, y0, args, order)
+        invalid = _invalid(collector)
+        if invalid is None:
+            return coeffs
+        return coeffs[:1] + [_poison(c, invalid) for c in coeffs[1:]]
 
     def expand_with_switches(self, fn, t0, y0, args, order):
-        with _collecting() as collector:
+        with collecting() as collector:
             coeffs = self._expand(fn, t0, y0, args, order)
+        invalid = _invalid(collector)
+        if invalid is not None:
+            # Invalid series (see `_collect.py`): the last coefficient is made NaN,
+            # which the solvers' finiteness checks see; one select, not one per order.
+            coeffs = coeffs[:-1] + [_poison(coeffs[-1], invalid)]
         dtype = jnp.result_type(*[jnp.asarray(x) for x in jtu.tree_leaves(coeffs[0])], jnp.asarray(t0))
         rows = []
         for j in range(order):
