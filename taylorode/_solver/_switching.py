@@ -145,16 +145,6 @@ def first_switch(q: Array) -> tuple[Array, Array, Array]:
         bracketed = jnp.all(jnp.where(candidates, changes, True))
         return cell, at, dc, sign0, candidates, bracketed
 
-    def zoom_cond(carry):
-        width, level, done = carry
-        return ~done & (level < ZOOMS)
-
-    def zoom_body(carry):
-        width, level, _ = carry
-        cell, _, _, _, _, bracketed = analyse(width)
-        stuck = (cell == 0) & ~bracketed
-        return jnp.where(stuck, width / CELLS, width), level + 1, ~stuck
-
     if n == 0:
         return jnp.ones((), dtype), jnp.array(False), jnp.zeros((), jnp.int32)
     # A switching function that is exactly zero where the step starts (a state given
@@ -163,10 +153,26 @@ def first_switch(q: Array) -> tuple[Array, Array, Array]:
     tied = (q[0] == 0) & ~jnp.all(q == 0, axis=0)
     whole = _passes(q) & ~tied
 
+    def zoom_cond(carry):
+        level, done = carry[1], carry[2]
+        return ~done & (level <= ZOOMS)
+
+    def zoom_body(carry):
+        width = carry[0]
+        analysis = analyse(width)
+        cell, bracketed = analysis[0], analysis[5]
+        stuck = (cell == 0) & ~bracketed
+        return jnp.where(stuck, width / CELLS, width), carry[1] + 1, ~stuck, width, analysis
+
     def locate(_):
+        # The window shrinks while its first cell is doubtful (at most ZOOMS times);
+        # the loop carries the last analysis and the width it was made with.
         width0 = jnp.asarray(1 / CELLS, dtype)
-        width, _, _ = lax.while_loop(zoom_cond, zoom_body, (width0, 0, jnp.array(False)))
-        cell, at, dc, sign0, candidates, bracketed = analyse(width)
+        blank = jax.eval_shape(analyse, width0)
+        blank = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), blank)
+        carry = (width0, 0, jnp.array(False), width0, blank)
+        _, _, _, width, analysis = lax.while_loop(zoom_cond, zoom_body, carry)
+        cell, at, dc, sign0, candidates, bracketed = analysis
         start = at.astype(dtype) * width
         u = _bisect(dc, jnp.where(candidates, sign0, 1), bits)
         u = jnp.where(candidates, u, jnp.inf)

@@ -329,41 +329,56 @@ class Taylor(AbstractTaylorSolver):
             a_next = jnp.where(end >= 1, jnp.ones_like(a), a + end.astype(a.dtype) * (1 - a))
             return y_end, a_next, event.astype(jnp.int32)
 
-        y_a, a, events = advance(coeffs, switches, jnp.zeros((), dtype))
         first = stack(list(coeffs))
-        pieces = jtu.tree_map(lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), first)
-        starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+        pieces = jtu.tree_map(lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype), first)
+        starts = jnp.full((MAX_PIECES,), jnp.inf, dtype)
         error = jtu.tree_map(jnp.zeros_like, y0)
-        worst = jnp.zeros((), dtype)
+        zero, none = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
 
         def piece(k, carry):
-            a, y_a, pieces, starts, error, worst, events = carry
+            # Piece k runs from `a` with the coefficients `cs` (the carried ones for the
+            # first) to just past its first switch; then the next piece's coefficients
+            # are expanded there. One `first_switch` and one expansion in the program.
+            a, y_a, cs, q, pieces, starts, error, worst, events = carry
             need = a < 1
 
             def run(_):
-                rest = (1 - a) * h
-                rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
-                cs, last_two, q, _ = self._expand_at(terms, t0 + a * h, y_a, args, rest, index)
                 y_n, a_n, ev = advance(cs, q, a)
-                e = self._error(last_two, y_a, y_n, index)
-                return y_n, a_n, stack(list(cs)), e, self._measure(e, y_a, y_n), ev
+
+                def expand(_):
+                    rest = (1 - a_n) * h
+                    rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
+                    cs_n, last_two, q_n, _ = self._expand_at(terms, t0 + a_n * h, y_n, args, rest, index)
+                    e = self._error(last_two, y_n, y_n, index)
+                    return cs_n, q_n, e, self._measure(e, y_n, y_n)
+
+                def stop(_):
+                    return cs, q, error, zero
+
+                cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need & (a_n < 1)), expand, stop, None)
+                return y_n, a_n, ev, cs_n, q_n, e, r
 
             def skip(_):
-                zeros = jtu.tree_map(jnp.zeros_like, first)
-                return y_a, a, zeros, error, jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
+                return y_a, a, none, cs, q, error, zero
 
-            y_n, a_n, cs, e, r, ev = lax.cond(eqxi.unvmap_any(need), run, skip, None)
-            keep = lambda new, old: jnp.where(need, new, old)  # noqa: E731
-            pieces = jtu.tree_map(lambda p, c: keep(p.at[k].set(c), p), pieces, cs)
+            y_n, a_n, ev, cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need), run, skip, None)
+            more = need & (a_n < 1)
+            keep = lambda cond, new, old: jnp.where(cond, new, old)  # noqa: E731
+            pieces = jtu.tree_map(lambda p, c: keep(need, p.at[k].set(c), p), pieces, stack(list(cs)))
             starts = starts.at[k].set(jnp.where(need, a, jnp.inf).astype(dtype))
-            error = jtu.tree_map(lambda old, new: keep(jnp.maximum(old, new), old), error, e)
-            worst = keep(jnp.maximum(worst, r), worst)
+            error = jtu.tree_map(lambda old, new: keep(more, jnp.maximum(old, new), old), error, e)
+            worst = keep(more, jnp.maximum(worst, r), worst)
             events = events + jnp.where(need, ev, 0)
-            return keep(a_n, a), jtu.tree_map(keep, y_n, y_a), pieces, starts, error, worst, events
+            return (
+                keep(need, a_n, a),
+                jtu.tree_map(lambda n, o: keep(need, n, o), y_n, y_a),
+                jtu.tree_map(lambda n, o: keep(more, n, o), cs_n, cs),
+                keep(more, q_n, q),
+                pieces, starts, error, worst, events,
+            )
 
-        a, y1, pieces, starts, error, worst, events = lax.fori_loop(
-            1, MAX_PIECES, piece, (a, y_a, pieces, starts, error, worst, events)
-        )
+        carry = (jnp.zeros((), dtype), y0, tuple(coeffs), switches, pieces, starts, error, zero, none)
+        a, y1, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
         # Two crossings of an event's condition inside one step would be invisible at
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
         return y1, dict(coeffs=pieces, starts=starts), error, worst, (a >= 1) & (events < 2)
