@@ -187,3 +187,16 @@ def test_norm_of_a_zero_difference_is_the_zero_series():
         stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-12),
     )
     assert float(jnp.max(jnp.abs(sol.ys[-1] - ref.ys[-1]))) < 1e-9
+
+
+def test_boolean_event_is_not_missed():
+    # A boolean condition cannot be root-found, but its comparison is a switching
+    # function of the solver: the step that reports it ends inside the window where it
+    # holds (without the solver told, the window is stepped over).
+    event = diffrax.Event(lambda t, y, args, **kw: y[0] > 0.99)
+    sol = taylorode.diffeqsolve(
+        diffrax.ODETerm(_oscillator), taylorode.Taylor(), 0.0, 2.0, None, jnp.array([0.0, 1.0]),
+        stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL), event=event,
+    )
+    start, end = np.arcsin(0.99) / 20, (np.pi - np.arcsin(0.99)) / 20
+    assert start < float(sol.ts[-1]) < end

@@ -46,8 +46,10 @@ class AbstractTaylorMethod(eqx.Module):
 
     def push_forward(self, fn: Callable, t0: Any, dt: Any, coeffs: list[PyTree], args: Any, order: int):
         """The Taylor series, orders `0 .. order - 1`, of `fn(t0 + s dt, y(s), args)` (a
-        1-d array) along the polynomial `y(s) = sum_j coeffs[j] s^j`: shape
-        `(order, n)`. Used for event conditions; only the recurrence engine has it."""
+        1-d array) along the polynomial `y(s) = sum_j coeffs[j] s^j`, followed by those
+        of the switching functions inside `fn`: shape `(order, n)`. Used for event
+        conditions (whose crossings are those of the first columns, or, for a boolean
+        condition, of its comparisons); only the recurrence engine has it."""
         raise NotImplementedError(
             f"Event conditions are expanded along the step by method='recurrence'; "
             f"method={self.name!r} cannot. Use taylorode.Taylor(method='recurrence')."

@@ -465,9 +465,19 @@ class RecurrenceMethod(AbstractTaylorMethod):
         ys = [[c[i] for c in series] for i in range(n)]
         inputs = [t_series, *ys, *[Const(a) for a in arg_leaves]]
         rows = []
-        for k in range(order):
-            (out,) = expander.step(k, inputs)
-            rows.append(coeff(out, k))
+        with collecting() as collector:
+            for k in range(order):
+                (out,) = expander.step(k, inputs)
+                rows.append(coeff(out, k))
+        # The switching functions inside `fn` (the comparisons of a boolean condition)
+        # follow as further columns.
+        dtype = jnp.result_type(rows[0], 1.0)
+        for j in range(order):
+            parts = [jnp.ravel(rows[j]).astype(dtype)]
+            for sw in collector.series:
+                c = sw(j)
+                parts.append(jnp.ravel(jnp.zeros_like(sw(0)) if c is None else c).astype(dtype))
+            rows[j] = jnp.concatenate(parts)
         return jnp.stack(rows)
 
     def discrete_signature(self, fn, t, y, args):

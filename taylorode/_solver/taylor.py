@@ -60,6 +60,7 @@ class TaylorState(eqx.Module):
     counts: Array
     orders: tuple[int, ...] = eqx.field(static=True)
     unseen: tuple = eqx.field(static=True, default=())
+    event_columns: int = eqx.field(static=True, default=0)
 
 
 # Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
@@ -246,7 +247,9 @@ class Taylor(AbstractTaylorSolver):
         terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice); and the series of
         the switching functions, scaled alike and zero-padded to `max(orders)` rows
         (`None` for a smooth field; no columns where the only switches are ones the
-        engine cannot see into); and those, `SwitchSeries.unseen` (static)."""
+        engine cannot see into; the event conditions' series last); and, static, the
+        switching operations the engine cannot see into (`SwitchSeries.unseen`) with the
+        number of event columns."""
         orders = self.candidate_orders()
         width = max(orders) + 1
         found = {}
@@ -255,7 +258,10 @@ class Taylor(AbstractTaylorSolver):
             def expand(t, y, args, h):
                 coeffs, switches = self._expand_switching(terms, t, h, y, args, q)
                 found["unseen"] = switches.unseen
+                own = 0 if switches.coeffs is None else switches.coeffs.shape[1]
                 switches = self._with_events(switches, terms, t, h, coeffs, args, q)
+                total = 0 if switches.coeffs is None else switches.coeffs.shape[1]
+                found["unseen"] = (switches.unseen, total - own)
                 pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
                 last = jtu.tree_map(jnp.abs, coeffs[-1])
                 prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
@@ -282,7 +288,8 @@ class Taylor(AbstractTaylorSolver):
 
     def _with_events(self, switches, terms, t, h, coeffs, args, q):
         """`switches` with the series of the event's condition functions along the
-        expansion appended as further switching functions (the last columns)."""
+        expansion, and of the switching functions inside them (a boolean condition's
+        comparisons), appended as further switching functions (the last columns)."""
         fns = self._event_functions()
         if not fns:
             return switches
@@ -295,7 +302,7 @@ class Taylor(AbstractTaylorSolver):
         qs = series if switches.coeffs is None else jnp.concatenate([switches.coeffs, series.astype(switches.coeffs.dtype)], axis=1)
         return SwitchSeries(qs, switches.unseen)
 
-    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen):
+    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen, n_events):
         """The step from `t0` to `t0 + h` cut into pieces at the switches of the vector
         field: each piece ends just past the first switch ahead of it
         (`first_switch`), and the next piece is expanded there, on the other side.
@@ -310,8 +317,6 @@ class Taylor(AbstractTaylorSolver):
         and whether the pieces reached the step's end.
         """
         dtype = jnp.result_type(h, 1.0)
-
-        n_events = len(self._event_functions())
 
         def advance(cs, q, a):
             end, crossed, which = first_switch(q)
@@ -441,8 +446,8 @@ class Taylor(AbstractTaylorSolver):
         underflow where the field is fast."""
         h0 = _time_scale(terms, t0, y0, args)
         index = self._next_order_index(y0)
-        coeffs, last_two, switches, unseen = self._expand_at(terms, t0, y0, args, h0, index)
-        return coeffs, (switches, unseen), index, h0, self._error(last_two, y0, y0, index)
+        coeffs, last_two, switches, (unseen, events) = self._expand_at(terms, t0, y0, args, h0, index)
+        return coeffs, (switches, unseen, events), index, h0, self._error(last_two, y0, y0, index)
 
     def _start_error(self):
         return jtu.Partial(_start_error, self)
@@ -451,11 +456,12 @@ class Taylor(AbstractTaylorSolver):
         self._check_init(terms, y0)
         # The same expansion as the protocol's `start_error` (which the controller calls
         # to size the first step), so XLA computes it once.
-        coeffs, (switches, unseen), index, h0, _ = self._start_expansion(terms, t0, y0, args)
+        coeffs, (switches, unseen, events), index, h0, _ = self._start_expansion(terms, t0, y0, args)
         return TaylorState(
             coeffs=coeffs,
             switches=switches,
             unseen=unseen,
+            event_columns=events,
             h_ref=h0,
             index=index,
             counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
@@ -495,7 +501,7 @@ class Taylor(AbstractTaylorSolver):
             # A field that switches: the step goes through its switches in pieces.
             switches = _rescale_rows(state.switches, state.h_ref, h)
             y1, dense, piece_error, worst, done = self._through_switches(
-                terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen
+                terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen, state.event_columns
             )
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
@@ -528,7 +534,8 @@ class Taylor(AbstractTaylorSolver):
             index=index,
             counts=state.counts + taken,
             orders=state.orders,
-            unseen=state.unseen,
+                unseen=state.unseen,
+            event_columns=state.event_columns,
         )
         return y1, y_error, dense, new_state, result
 
