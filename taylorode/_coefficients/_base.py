@@ -153,7 +153,8 @@ def _switching_operations(jaxpr, dependent: list[bool], found: dict) -> None:
         live.update(eqn.outvars)
         name = eqn.primitive.name
         integer_out = not any(jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars)
-        if name in SWITCHING or (integer_out and name not in NOT_SWITCHES):
+        # (float-to-float conversions are smooth; to integers they are caught below)
+        if (name in SWITCHING and name != "convert_element_type") or (integer_out and name not in NOT_SWITCHES):
             found.setdefault(name, None)
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):

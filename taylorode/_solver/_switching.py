@@ -116,6 +116,17 @@ def _bisect(d: Array, sign0: Array, iterations: int) -> Array:
     return hi
 
 
+def all_clear(q: Array) -> Array:
+    """Whether the whole-step bound (step 1 of the module doc) excludes a sign change of
+    every polynomial `q[:, i]` on `(0, 1]`, none starting exactly at zero: then
+    `first_switch(q)` would return `(1, False, 0)`."""
+    q = lax.stop_gradient(q)
+    if q.shape[1] == 0:
+        return jnp.array(True)
+    tied = (q[0] == 0) & ~jnp.all(q == 0, axis=0)
+    return jnp.all(_passes(q) & ~tied)
+
+
 def first_switch(q: Array) -> tuple[Array, Array, Array]:
     """Locate the first sign change on `(0, 1]` of the polynomials `q[:, i]` (shape
     `(m, n)`, normalised coefficients in the step variable `s`).

@@ -29,7 +29,7 @@ from .._jorba_zou import (
     tolerance_scale,
 )
 from .._polynomial import horner, stack, sum_series
-from ._switching import first_change, first_switch, root_derivative
+from ._switching import all_clear, first_change, first_switch, root_derivative
 from .base import (
     AbstractTaylorSolver,
     all_finite,
@@ -45,12 +45,17 @@ class TaylorState(eqx.Module):
     - `coeffs`: the coefficients at the current point, scaled by `h_ref`, zero-padded
         to the largest order: a tuple of `max(orders) + 1` PyTrees shaped like the state
         (a tuple rather than a stacked array: stacking costs time in every step).
-    - `switches`: the series of the vector field's switching functions at the same
-        point and scaled alike, shape `(max(orders), n)`; `None` for a smooth field.
+    - `switches`: the series of the vector field's switching functions (then of the
+        event's conditions) at the same point and scaled alike, shape
+        `(max(orders), n)`; `None` for a smooth field without an event.
     - `h_ref`: the step length the coefficients are scaled by (the last step's).
     - `index`: which of the candidate orders `coeffs` has.
     - `counts`: accepted steps taken at each candidate order so far.
     - `orders`: the candidate orders (static), ascending; `counts[i]` is for `orders[i]`.
+    - `unseen`: the switching operations the engine cannot see into (static; they are
+        evaluated along each step), as `(primitive, where)` pairs.
+    - `event_columns`: how many of the last columns of `switches` are the event's
+        (static).
     """
 
     coeffs: PyTree[Array]
@@ -257,11 +262,10 @@ class Taylor(AbstractTaylorSolver):
         def branch(q):
             def expand(t, y, args, h):
                 coeffs, switches = self._expand_switching(terms, t, h, y, args, q)
-                found["unseen"] = switches.unseen
                 own = 0 if switches.coeffs is None else switches.coeffs.shape[1]
                 switches = self._with_events(switches, terms, t, h, coeffs, args, q)
                 total = 0 if switches.coeffs is None else switches.coeffs.shape[1]
-                found["unseen"] = (switches.unseen, total - own)
+                found["static"] = (switches.unseen, total - own)
                 pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
                 last = jtu.tree_map(jnp.abs, coeffs[-1])
                 prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
@@ -278,7 +282,7 @@ class Taylor(AbstractTaylorSolver):
             out = branch(orders[0])(t, y, args, h)
         else:
             out = lax.switch(index, [branch(q) for q in orders], t, y, args, h)
-        return out + (found["unseen"],)
+        return out + (found["static"],)
 
     def _event_functions(self) -> list:
         """The event's condition functions (a PyTree of them in a `diffrax.Event`)."""
@@ -498,11 +502,32 @@ class Taylor(AbstractTaylorSolver):
             y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
             dense = dict(coeffs=stack(coeffs))
         else:
-            # A field that switches: the step goes through its switches in pieces.
+            # A field that switches: the step goes through its switches in pieces,
+            # where its switching functions may change sign in it (a cheap bound
+            # first, so that most steps take the plain path).
             switches = _rescale_rows(state.switches, state.h_ref, h)
-            y1, dense, piece_error, worst, done = self._through_switches(
-                terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen, state.event_columns
-            )
+
+            def cut(_):
+                return self._through_switches(
+                    terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen, state.event_columns
+                )
+
+            def plain(_):
+                y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
+                first = stack(list(coeffs))
+                pieces = jtu.tree_map(
+                    lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), first
+                )
+                dtype = jnp.result_type(h, 1.0)
+                starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+                error = jtu.tree_map(jnp.zeros_like, y0)
+                return y1, dict(coeffs=pieces, starts=starts), error, jnp.zeros((), dtype), jnp.array(True)
+
+            if state.unseen:
+                y1, dense, piece_error, worst, done = cut(None)
+            else:
+                doubt = ~all_clear(switches)
+                y1, dense, piece_error, worst, done = lax.cond(eqxi.unvmap_any(doubt), cut, plain, None)
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
         index = self._next_order_index(y1)
@@ -522,7 +547,8 @@ class Taylor(AbstractTaylorSolver):
         # cured by a smaller step: the step is accepted as it is (zero estimate, the
         # state kept) and ends the solve with RESULTS.nonfinite, per trajectory and
         # honouring `throw=False`, instead of rejecting until max_steps.
-        finite = all_finite(coeffs)
+        # (NaN or inf in any coefficient reaches their sum, y1: one small reduction.)
+        finite = all_finite(y1)
         y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
         y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
