@@ -59,6 +59,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
 	$(BIN)/python benchmarks/bench_sensitivity.py
+	$(BIN)/python benchmarks/bench_nonsmooth.py
 	$(BIN)/python benchmarks/bench_compile.py
 	$(BIN)/python benchmarks/bench_compile.py --xla-flags=--xla_cpu_use_fusion_emitters=false \
 	  --out benchmarks/results_compile_no_emitters.md
