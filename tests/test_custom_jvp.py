@@ -43,9 +43,11 @@ def test_rule_from_custom_jvp_is_exact_away_from_the_singular_point():
 
 
 def test_rule_from_custom_jvp_is_stable_at_the_singular_point():
-    # Plain jnp.sqrt: the recurrence divides by sqrt(0).
-    plain = _coeffs(lambda t, y, a: -jnp.sqrt(y), jnp.array(0.0))
+    # Plain jnp.sqrt of a series leaving 0: no Taylor series (the recurrence divides
+    # by sqrt(0)); of the series that stays at 0 (y' = -sqrt(y)), the zero series.
+    plain = _coeffs(lambda t, y, a: 1 - jnp.sqrt(y), jnp.array(0.0))
     assert not np.all(np.isfinite(plain))
+    np.testing.assert_array_equal(_coeffs(lambda t, y, a: -jnp.sqrt(y), jnp.array(0.0)), np.zeros(ORDER + 1))
     # The custom JVP says d sqrt = 0 at 0: the equilibrium y = 0 is kept at every order.
     c = _coeffs(lambda t, y, a: -guarded_sqrt(y), jnp.array(0.0))
     np.testing.assert_array_equal(c, np.zeros(ORDER + 1))

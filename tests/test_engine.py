@@ -75,7 +75,14 @@ def _ops(expr):
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(e1=_exprs(3), e2=_exprs(3), y0=st.tuples(*[st.floats(-1.0, 1.0)] * 2), t0=st.floats(-1.0, 1.0))
+# Subnormal inputs are excluded: XLA:CPU flushes them to zero in compiled code, so the
+# references (compiled) and the engine (order 0 taken as given) differ there.
+@given(
+    e1=_exprs(3),
+    e2=_exprs(3),
+    y0=st.tuples(*[st.floats(-1.0, 1.0, allow_subnormal=False)] * 2),
+    t0=st.floats(-1.0, 1.0, allow_subnormal=False),
+)
 # Found by CI: softplus is JAX's custom_jvp logaddexp(x, 0), whose primal code has kinks
 # that cancel at x = 0; expanding that code gave a wrong series there.
 @example(e1="y0", e2=("softplus", "y1"), y0=(0.0, 0.0), t0=0.0)
