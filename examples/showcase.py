@@ -6,7 +6,10 @@ and by `diffrax.Dopri8()` with `diffrax.PIDController`, each inside `jax.jit`:
 
 - the Kepler problem at eccentricity 0.5, against its exact solution;
 - the Arenstorf orbit of the restricted three-body problem, a periodic orbit, against
-  its own starting point one period later.
+  its own starting point one period later;
+- a spring whose force saturates, `x'' = -jnp.clip(4 x, -0.5, 0.5)`, a vector field that
+  switches four times a period (the Taylor steps end at the switches), against its
+  exact piecewise solution.
 
 For each solve the table gives the accepted and rejected steps, the compile time, the
 best run time of a few calls after compiling, and the error.
@@ -77,6 +80,38 @@ def arenstorf(t, y, mu):
 # --- Solving and timing ------------------------------------------------------------
 
 
+# --- Saturated spring: x'' = -clip(4x, -1/2, 1/2), from x = 1 at rest ------------------
+
+
+def saturated_spring(t, y, args):
+    return jnp.stack([y[1], -jnp.clip(4 * y[0], -0.5, 0.5)])
+
+
+def saturated_spring_exact(t1):
+    """The exact state at `t1` from (1, 0): force -sign(x)/2 where |x| > 1/8, -4x
+    inside, pieced together phase by phase (each phase ends on |x| = 1/8)."""
+    x, v, t = 1.0, 0.0, 0.0
+    saturated = True
+    while True:
+        if saturated:  # x'' = a = -sign(x)/2 until x is back at sign(x)/8
+            a = -0.5 * np.sign(x)
+            edge = np.sign(x) * 0.125
+            root = np.sqrt(v * v - 2 * a * (x - edge))
+            s = min(r for r in ((-v + root) / a, (-v - root) / a) if r > 0)
+            if t + s >= t1:
+                s = t1 - t
+                return np.array([x + v * s + a * s * s / 2, v + a * s])
+            x, v, t = edge, v + a * s, t + s
+        else:  # x = amp cos(2s + phi) from x = x0 until x = -x0: 2s = pi - 2 phi
+            amp, phi = np.hypot(x, v / 2), np.arctan2(-v / 2, x)
+            s = ((np.pi - 2 * phi) % (2 * np.pi)) / 2
+            if t + s >= t1:
+                s = t1 - t
+                return np.array([amp * np.cos(2 * s + phi), -2 * amp * np.sin(2 * s + phi)])
+            x, v, t = -x, -2 * amp * np.sin(2 * s + phi), t + s
+        saturated = not saturated
+
+
 def run(solver, controller, vector_field, args, t1, y0, exact):
     """Compile and time one solve of `vector_field` from 0 to `t1`; return a row."""
 
@@ -145,6 +180,14 @@ def main():
             ARENSTORF_Y0,
             ARENSTORF_Y0,
         ),
+        (
+            "Saturated spring, clip",
+            saturated_spring,
+            None,
+            10.0,
+            jnp.array([1.0, 0.0]),
+            saturated_spring_exact(10.0),
+        ),
     ]
     solvers = [
         ("Taylor()", taylorode.Taylor(), taylorode.TaylorController(rtol=RTOL, atol=ATOL)),
@@ -153,7 +196,7 @@ def main():
 
     print(
         f"taylorode {taylorode.__version__}: a Taylor method (order from the "
-        f"tolerance) vs diffrax's Dopri8 on two orbits,\nrtol = atol = {RTOL:g}, jit-compiled, float64. "
+        f"tolerance) vs diffrax's Dopri8 on two orbits and a\nspring that switches, rtol = atol = {RTOL:g}, jit-compiled, float64. "
         f"Run time is the best of {REPEATS} calls after compiling;\nerror is the "
         "2-norm distance from the exact final state (for the periodic Arenstorf "
         "orbit,\nits starting point).\n"
