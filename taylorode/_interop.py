@@ -15,6 +15,9 @@ the installed diffrax, so that a diffrax change fails loudly there).
   public function). `ControllerTolerances` is such a slot for a solver that needs the
   tolerances but solves no equations (`taylorode.Taylor()` takes its order from them);
   `filled_tolerances` reads it back, or says that nothing was filled in.
+- **Events.** diffrax does not pass `diffeqsolve`'s `event` to the solver, so a long step
+  cannot see a condition that crosses twice inside it; `diffeqsolve` here hands the event
+  to a `taylorode.Taylor` solver before calling diffrax's.
 """
 
 from typing import Any
