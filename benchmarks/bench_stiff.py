@@ -23,7 +23,7 @@ Per run: accepted/rejected steps, Newton iterations and Jacobian evaluations
 (`taylorode.implicit_stats` for HO; scipy's nfev/njev/nlu), the error at t1 against
 the reference (Robertson: also the largest componentwise relative error, which its
 comparisons use, y2's relative error and the conservation defect),
-compile and run time; then a "done-when" summary per problem for issue 5 (run time and
+compile and run time; then a targets summary per problem (run time and
 steps of Kvaerno5 / the best HO at equal achieved error) and a work-precision plot per
 problem (`docs/img/stiff_<problem>.png`), and an overview of the summaries (the table
 that docs/benchmarks.md shows). Timing and result conventions are the harness's;
@@ -250,7 +250,7 @@ def header(cli, problems, tols, solvers, skipped, settings):
         f"- **run ms**: diffrax: best of {settings.diffrax_repeats} calls after a "
         f"warm-up call; scipy: median of {settings.scipy_repeats} solves. Wall time, "
         "single process.",
-        "- **Done when** (issue 5): at equal achieved error, HO solvers beat diffrax "
+        "- **Targets**: at equal achieved error, HO solvers beat diffrax "
         "Kvaerno5's run time on Robertson and Van der Pol mu = 1000 and take fewer "
         f"steps; checked at errors {', '.join(f'{e:.0e}' for e in cli.target_errors)} "
         "against the best HO or XHO (least run time) by run time and accepted steps, each "
@@ -335,20 +335,20 @@ def fmt_ratio(x):
 
 
 def summary(problem, rows, targets):
-    """The done-when section of one problem: (lines, record), the record holding what
+    """The targets section of one problem: (lines, record), the record holding what
     `overview` shows: per target error, the best HO and the three ratios as the
-    done-when table prints them."""
+    targets table prints them."""
     by = {}
     for name, tol, r in rows:
         by.setdefault(name, []).append((tol, r))
-    lines = ["", f"### Done when: {problem.key}", ""]
+    lines = ["", f"### Targets: {problem.key}", ""]
     if problem.key in ISSUE_PROBLEMS:
         lines.append(
             "Issue 5 target: HO beats Kvaerno5's run time at equal error and takes "
             "fewer steps (both ratios Kvaerno5 / best HO > 1)."
         )
     else:
-        lines.append("For information (issue 5 names Robertson and Van der Pol "
+        lines.append("For information (the targets name Robertson and Van der Pol "
                      "mu = 1000 only).")
     steps = lambda r: r["accepted"]  # noqa: E731
     # diffrax's `num_steps`: accepted + rejected, every step tried.
@@ -416,7 +416,7 @@ def summary(problem, rows, targets):
 
 
 def overview(records, targets):
-    """One table of every problem's done-when ratios (`records`: {key: (problem,
+    """One table of every problem's targets ratios (`records`: {key: (problem,
     record from `summary`)}): the table docs/benchmarks.md shows."""
     rows = []
     for problem, record in records.values():
@@ -435,10 +435,10 @@ def overview(records, targets):
         rows.append(cells)
     return [
         "",
-        "## Done when: overview",
+        "## Targets: overview",
         "",
         "Kvaerno5 / the best HO or XHO (least run time) at equal achieved error, from "
-        "the done-when tables above: run time; accepted steps; steps tried (accepted + "
+        "the targets tables above: run time; accepted steps; steps tried (accepted + "
         "rejected).",
         "",
         *h.md_table(
@@ -552,7 +552,7 @@ def main():
         type=float,
         nargs="+",
         default=list(TARGET_ERRORS),
-        help="achieved errors at which the done-when summary compares solvers "
+        help="achieved errors at which the targets summary compares solvers "
         "(default: %(default)s)",
     )
     parser.add_argument(

@@ -18,8 +18,8 @@ and tolerances 1e-6 ... 1e-14 (rtol = atol = tol), five solvers:
   among the three, with the same controller.
 
 Per run: the orders used (`taylorode.order_counts`), accepted/rejected steps, the error at
-t1, compile and run time; then a "done-when" summary per problem at equal achieved error
-1e-10 against the targets of issue 4, a work-precision plot per problem
+t1, compile and run time; then a "targets" summary per problem at equal achieved error
+1e-10 against the performance targets, a work-precision plot per problem
 (`docs/img/workprecision_<problem>.png`), and an overview of the summaries (the table
 that docs/benchmarks.md shows). Timing and the heyoka entry are the harness's, as in
 `bench_control.py`.
@@ -138,7 +138,7 @@ def header(cli, problems, tols, solvers, settings):
         f"- **run ms**: diffrax: best of {settings.diffrax_repeats} calls after a "
         f"warm-up call; heyoka: median of {settings.heyoka_repeats} "
         "`propagate_until(t1)` from a reset time and state. Wall time, single process.",
-        f"- **Done when** (issue 4), for `Taylor()+TC` at equal achieved error "
+        f"- **Targets**, for `Taylor()+TC` at equal achieved error "
         f"{TARGET_ERROR:.0e}: run time >= {TARGET_SPEEDUP:g}x faster than Dopri8; steps "
         f"<= {TARGET_STEPS:g}x heyoka's at the same tol; rejections <= "
         f"{100 * TARGET_REJECTED:g} %; compile <= {TARGET_COMPILE:g}x Dopri8's.",
@@ -250,7 +250,7 @@ def verdict(value, target, at_most):
     return "met" if ok else "**missed**"
 
 
-# The metrics of the done-when tables, in order: (key, label, short label, target).
+# The metrics of the targets tables, in order: (key, label, short label, target).
 METRICS = (
     ("speedup", f"run time Dopri8 / Taylor()+TC at error {TARGET_ERROR:.0e}",
      "run time Dopri8 / Taylor()+TC", f">= {TARGET_SPEEDUP:g}"),
@@ -264,14 +264,14 @@ METRICS = (
 
 
 def summary(problem, rows):
-    """The done-when section of one problem: (lines, record), the record holding what
+    """The targets section of one problem: (lines, record), the record holding what
     `overview` shows: the tol compared at, and {metric key: (value, worst, verdict)}."""
     by = {}
     for name, tol, r in rows:
         by.setdefault(name, {})[tol] = r
     lines = [
         "",
-        f"### Done when: {problem.key}",
+        f"### Targets: {problem.key}",
         "",
     ]
     tc, d8, hk = by.get("Taylor()+TC"), by.get("Dopri8+PID"), by.get("heyoka")
@@ -369,7 +369,7 @@ def summary(problem, rows):
 
 
 def overview(records):
-    """One table of every problem's done-when summary (`records`: {problem key:
+    """One table of every problem's targets summary (`records`: {problem key:
     record from `summary`}): the table docs/benchmarks.md shows."""
     rows = []
     for key, record in records.items():
@@ -385,9 +385,9 @@ def overview(records):
         rows.append(cells)
     return [
         "",
-        "## Done when: overview",
+        "## Targets: overview",
         "",
-        "The done-when tables above, one row per problem: run time at equal achieved "
+        "The targets tables above, one row per problem: run time at equal achieved "
         f"error {TARGET_ERROR:.0e}; steps, rejections and compile time at the tol in the "
         f"first column (the loosest at which `Taylor()+TC` reaches {TARGET_ERROR:.0e}, "
         "else the tightest); each cell: the value, the worst over all tols, the verdict.",
