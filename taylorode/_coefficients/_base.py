@@ -166,11 +166,7 @@ def _switching_operations(jaxpr, dependent: list[bool], found: dict) -> None:
 def warn_if_switching(who: str, fn, t0, y0, args) -> None:
     """Warn (`taylorode.SwitchWarning`, once per message) that `who` cannot see where the
     vector field `fn(t, y, args)` switches, if it has switching operations."""
-    import warnings
-
     import jax
-
-    from .._errors import SwitchWarning
 
     try:
         closed = jax.make_jaxpr(lambda t, y: fn(t, y, args))(t0, y0)
@@ -179,13 +175,23 @@ def warn_if_switching(who: str, fn, t0, y0, args) -> None:
     found: dict = {}
     _switching_operations(closed.jaxpr, [True] * len(closed.jaxpr.invars), found)
     if found:
-        warnings.warn_explicit(
-            f"The vector field switches ({', '.join(found)}), and {who} cannot see "
-            "where: a step may run over a switch and be wrong. taylorode.Taylor() with "
-            "method='recurrence' (the default) ends steps at switches.",
-            SwitchWarning,
-            filename=__file__,
-            lineno=1,
-            module="taylorode",
-            registry=_REGISTRY,
-        )
+        warn_switches_unseen(who, f" ({', '.join(found)})")
+
+
+def warn_switches_unseen(who: str, what: str = "") -> None:
+    """Warn (`taylorode.SwitchWarning`, once per message) that `who` cannot see where the
+    vector field switches (`what`: which operations, if known)."""
+    import warnings
+
+    from .._errors import SwitchWarning
+
+    warnings.warn_explicit(
+        f"The vector field switches{what}, and {who} cannot see "
+        "where: a step may run over a switch and be wrong. taylorode.Taylor() with "
+        "method='recurrence' (the default) ends steps at switches.",
+        SwitchWarning,
+        filename=__file__,
+        lineno=1,
+        module="taylorode",
+        registry=_REGISTRY,
+    )

@@ -42,7 +42,8 @@ _INTEGER_PARTS = {
 NOT_SWITCHES = {"stop_gradient", "is_finite", "nextafter", "iota"}
 
 
-def _is_real_series(x) -> bool:
+def is_real_series(x) -> bool:
+    """Whether `x` is a series (not a `Const`) of real floating values."""
     return not isinstance(x, Const) and jnp.issubdtype(jnp.result_type(x[0]), jnp.floating)
 
 
@@ -73,15 +74,15 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
     """The switching functions of one equation, as a series (see the module doc)."""
     if name in _DIFFERENCE:
         a, b = ins
-        if not (_is_real_series(a) or _is_real_series(b)):
+        if not (is_real_series(a) or is_real_series(b)):
             return None
         return _safe(lambda j: coeff(a, j) - coeff(b, j))
     if name in _ARGUMENT:
         (a,) = ins
-        return _safe(lambda j: coeff(a, j)) if _is_real_series(a) else None
+        return _safe(lambda j: coeff(a, j)) if is_real_series(a) else None
     if name in _INTEGER_PARTS:
         (x,) = ins
-        if not _is_real_series(x):
+        if not is_real_series(x):
             return None
         if name == "convert_element_type" and jnp.issubdtype(params["new_dtype"], jnp.inexact):
             return None  # float -> float: smooth
@@ -100,7 +101,7 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
         return _safe(lambda j: jnp.stack([coeff(x, j) - n0 * coeff(y, j), coeff(x, j) - (n0 + 1) * coeff(y, j)]))
     if name in ("reduce_max", "reduce_min", "argmax", "argmin"):
         (a,) = ins[:1]
-        if not _is_real_series(a):
+        if not is_real_series(a):
             return None
         axes = tuple(params["axes"])
         # Each element minus the extremal one (mask from the expansion point; ties
@@ -113,13 +114,13 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
     if name in ("cummax", "cummin"):
         (a,) = ins
         out = outs[0]
-        if not _is_real_series(a) or isinstance(out, Const):
+        if not is_real_series(a) or isinstance(out, Const):
             return None
         return _safe(lambda j: a[j] - out[j])
     if name == "sort":
         key = ins[0]
         out = outs[0]
-        if not _is_real_series(key) or isinstance(out, Const):
+        if not is_real_series(key) or isinstance(out, Const):
             return None
         axis = params["dimension"]
         return _safe(lambda j: jnp.diff(out[j], axis=axis))

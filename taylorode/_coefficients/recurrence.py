@@ -23,7 +23,7 @@ from ._rules import (
     linear_rule,
     series_of,
 )
-from ._switches import NOT_SWITCHES, SWITCHING, switching_series
+from ._switches import NOT_SWITCHES, SWITCHING, is_real_series, switching_series
 
 
 # Primitives that call a sub-jaxpr: expanded inline.
@@ -54,16 +54,12 @@ def _bind(eqn, values: list) -> list:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def _is_real_series(x) -> bool:
-    return not isinstance(x, Const) and jnp.issubdtype(jnp.result_type(x[0]), jnp.floating)
-
-
 def _note_switch(eqn, ins, outs, site) -> None:
     """Record the switching functions of an equation that depends on t or y, if it
     switches (see `_switches.py`)."""
     collector = current()
     name = eqn.primitive.name
-    if collector is None or name in NOT_SWITCHES or not any(_is_real_series(x) for x in ins):
+    if collector is None or name in NOT_SWITCHES or not any(is_real_series(x) for x in ins):
         return
     if name in SWITCHING:
         series = switching_series(name, ins, outs, dict(eqn.params))
@@ -348,6 +344,21 @@ def _rule(eqn, site=None):
     )
 
 
+def _series_rows(series: list, order: int, dtype):
+    """The series `j -> array` (`None` for an order a series does not have: zeros)
+    flattened side by side: shape `(order, n)`, or `None` without series."""
+    if not series:
+        return None
+    rows = []
+    for j in range(order):
+        parts = []
+        for fn in series:
+            c = fn(j)
+            parts.append(jnp.ravel(jnp.zeros_like(fn(0)) if c is None else c).astype(dtype))
+        rows.append(jnp.concatenate(parts))
+    return jnp.stack(rows)
+
+
 def _invalid(collector):
     """Whether any of the expansion's validity checks failed (`None`: no checks)."""
     if not collector.checks:
@@ -433,17 +444,7 @@ class RecurrenceMethod(AbstractTaylorMethod):
             # which the solvers' finiteness checks see; one select, not one per order.
             coeffs = coeffs[:-1] + [_poison(coeffs[-1], invalid)]
         dtype = jnp.result_type(*[jnp.asarray(x) for x in jtu.tree_leaves(coeffs[0])], jnp.asarray(t0))
-        rows = []
-        for j in range(order):
-            parts = []
-            for series in collector.series:
-                c = series(j)
-                if c is None:  # an order the series does not have: zeros
-                    c = jnp.zeros_like(series(0))
-                parts.append(jnp.ravel(c).astype(dtype))
-            if parts:
-                rows.append(jnp.concatenate(parts))
-        switch_coeffs = jnp.stack(rows) if rows else None
+        switch_coeffs = _series_rows(collector.series, order, dtype)
         unseen = tuple(sorted(collector.opaque.items(), key=lambda kv: kv[0]))
         return coeffs, SwitchSeries(switch_coeffs, unseen)
 
@@ -472,13 +473,7 @@ class RecurrenceMethod(AbstractTaylorMethod):
         # The switching functions inside `fn` (the comparisons of a boolean condition)
         # follow as further columns.
         dtype = jnp.result_type(rows[0], 1.0)
-        for j in range(order):
-            parts = [jnp.ravel(rows[j]).astype(dtype)]
-            for sw in collector.series:
-                c = sw(j)
-                parts.append(jnp.ravel(jnp.zeros_like(sw(0)) if c is None else c).astype(dtype))
-            rows[j] = jnp.concatenate(parts)
-        return jnp.stack(rows)
+        return _series_rows([lambda j: rows[j]] + collector.series, order, dtype)
 
     def discrete_signature(self, fn, t, y, args):
         closed, t, leaves, arg_leaves, _ = _traced_field(fn, t, y, args)

@@ -116,6 +116,13 @@ def _bisect(d: Array, sign0: Array, iterations: int) -> Array:
     return hi
 
 
+def _tied(q: Array) -> Array:
+    """The switching functions exactly zero where the step starts (a state given on a
+    switch, a time switch met exactly), not identically: JAX's tie conventions would
+    pick the branch, so the step first moves off them, just far enough to decide."""
+    return (q[0] == 0) & ~jnp.all(q == 0, axis=0)
+
+
 def all_clear(q: Array) -> Array:
     """Whether the whole-step bound (step 1 of the module doc) excludes a sign change of
     every polynomial `q[:, i]` on `(0, 1]`, none starting exactly at zero: then
@@ -123,8 +130,7 @@ def all_clear(q: Array) -> Array:
     q = lax.stop_gradient(q)
     if q.shape[1] == 0:
         return jnp.array(True)
-    tied = (q[0] == 0) & ~jnp.all(q == 0, axis=0)
-    return jnp.all(_passes(q) & ~tied)
+    return jnp.all(_passes(q) & ~_tied(q))
 
 
 def first_switch(q: Array) -> tuple[Array, Array, Array]:
@@ -158,10 +164,7 @@ def first_switch(q: Array) -> tuple[Array, Array, Array]:
 
     if n == 0:
         return jnp.ones((), dtype), jnp.array(False), jnp.zeros((), jnp.int32)
-    # A switching function that is exactly zero where the step starts (a state given
-    # on a switch, a time switch met exactly) leaves the branch to JAX's tie
-    # conventions: the step first moves off it, just far enough to decide.
-    tied = (q[0] == 0) & ~jnp.all(q == 0, axis=0)
+    tied = _tied(q)
     whole = _passes(q) & ~tied
 
     def zoom_cond(carry):

@@ -62,12 +62,7 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
     def _signature(self, terms, t, h, s, y: Y, args: Args):
         """The values of the switching operations the engine cannot see into, at the
         point `s` of a step of length `h` from `t` with state `y` (an integer array)."""
-        control = terms.contr(t, t + h)
-
-        def rhs(s, y, args):
-            return terms.vf_prod(t + s * h, y, args, control)
-
-        return self.method.discrete_signature(rhs, s, y, args)
+        return self.method.discrete_signature(_step_field(terms, t, h), s, y, args)
 
     def _check_init(self, terms, y0: Y) -> None:
         """Trace-time checks of `init`: an ODE term; valid tolerances that the state's
@@ -95,12 +90,18 @@ def _scaled_expansion(method, terms, t, h, y, args, order: int) -> list:
     # One jitted function, so that the expansion's jaxpr is traced once per solve and
     # reused wherever the same expansion is made again (diffrax traces `step` twice;
     # `init` and `step` expand the same series).
+    return method.expand_with_switches(_step_field(terms, t, h), jnp.zeros_like(t), y, args, order)
+
+
+def _step_field(terms, t, h):
+    """The step's term in the normalised time s in [0, 1] of a step of length `h` from
+    `t`: dy/ds = vf_prod(t + s h, y, args, contr(t, t + h))."""
     control = terms.contr(t, t + h)
 
     def rhs(s, y, args):
         return terms.vf_prod(t + s * h, y, args, control)
 
-    return method.expand_with_switches(rhs, jnp.zeros_like(t), y, args, order)
+    return rhs
 
 
 def reference_step(t0: RealScalarLike, t1: RealScalarLike) -> Array:

@@ -13,7 +13,7 @@ from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
-from .._coefficients._base import warn_if_switching
+from .._coefficients._base import warn_switches_unseen
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._polynomial import stack
 from .._root_finder import (
@@ -320,12 +320,13 @@ class HermiteObreschkoff(AbstractTaylorSolver):
 
     def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> HermiteObreschkoffState:
         self._check_init(terms, y0)
-        warn_if_switching(
-            f"taylorode.{self.solver_name} (which does not end steps at switches)",
-            lambda t, y, args: terms.vf(t, y, args), t0, y0, args,
-        )
         h = reference_step(t0, t1)
-        coeffs = tuple(self._expand(terms, t0, h, y0, args, self._start_order))
+        coeffs, switches = self._expand_switching(terms, t0, h, y0, args, self._start_order)
+        coeffs = tuple(coeffs)
+        if switches.coeffs is not None or switches.unseen:
+            # The engine found switches while expanding; this solver does not end its
+            # steps at them.
+            warn_switches_unseen(f"taylorode.{self.solver_name} (which does not end steps at switches)")
         zero = jnp.array(0, jnp.int32)
         increment = jtu.tree_map(jnp.zeros_like, y0)
         return HermiteObreschkoffState(coeffs, h, increment, zero, zero)

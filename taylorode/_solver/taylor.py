@@ -338,9 +338,7 @@ class Taylor(AbstractTaylorSolver):
             a_next = jnp.where(end >= 1, jnp.ones_like(a), a + end.astype(a.dtype) * (1 - a))
             return y_end, a_next, event.astype(jnp.int32)
 
-        first = stack(list(coeffs))
-        pieces = jtu.tree_map(lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype), first)
-        starts = jnp.full((MAX_PIECES,), jnp.inf, dtype)
+        pieces, starts = _one_piece(coeffs, dtype)
         error = jtu.tree_map(jnp.zeros_like, y0)
         zero, none = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
 
@@ -514,12 +512,8 @@ class Taylor(AbstractTaylorSolver):
 
             def plain(_):
                 y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
-                first = stack(list(coeffs))
-                pieces = jtu.tree_map(
-                    lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), first
-                )
                 dtype = jnp.result_type(h, 1.0)
-                starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+                pieces, starts = _one_piece(coeffs, dtype)
                 error = jtu.tree_map(jnp.zeros_like, y0)
                 return y1, dict(coeffs=pieces, starts=starts), error, jnp.zeros((), dtype), jnp.array(True)
 
@@ -564,6 +558,16 @@ class Taylor(AbstractTaylorSolver):
             event_columns=state.event_columns,
         )
         return y1, y_error, dense, new_state, result
+
+
+def _one_piece(coeffs, dtype) -> tuple:
+    """Dense output of a step in pieces that has one: `coeffs` as the first of
+    `MAX_PIECES` coefficient sets, the rest zero and not started (`inf`)."""
+    pieces = jtu.tree_map(
+        lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), stack(list(coeffs))
+    )
+    starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+    return pieces, starts
 
 
 def _rescale_rows(q: Array, h_ref: Array, h) -> Array:
