@@ -23,6 +23,7 @@ the installed diffrax, so that a diffrax change fails loudly there).
 from typing import Any
 
 import equinox as eqx
+import jax.tree_util as jtu
 from diffrax import AbstractTerm, ODETerm, with_stepsize_controller_tols
 
 
@@ -86,13 +87,23 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
     """`diffrax.diffeqsolve`, with the `event` also handed to a taylorode solver.
 
     diffrax checks an event's condition only at the ends of steps, so a condition that
-    becomes true and false again inside one long Taylor step is never seen. A
-    [`taylorode.Taylor`][] solver given the event (`Taylor(event=event)`) expands the
-    condition along each step with the solution, ends a piece of the step at each of
-    its crossings, and rejects any step that would hide two crossings between its
-    ends, so the first crossing is always found. This function does that hand-over:
-    it is `diffrax.diffeqsolve` with the same arguments, except that when `solver` is a
-    `taylorode.Taylor` without an event of its own, it is given `event` first.
+    becomes true and false again inside one long step is never seen. A taylorode
+    solver given the event (`Taylor(event=event)`, `HermiteObreschkoff(p, q,
+    event=event)`, ...) expands the condition along each step with the solution and
+    rejects any step that would hide two crossings between its ends
+    ([`taylorode.Taylor`][] also ends a piece of the step at each crossing), so the
+    first crossing is always found. This function does that hand-over: it is
+    `diffrax.diffeqsolve` with the same arguments, except that when `solver` is a
+    taylorode solver without an event of its own, it is given `event` first.
+
+    The crossing is then the only one between the ends of the step where diffrax sees
+    the sign change, so it is located by bisection on that step's dense output: for an
+    event with one condition, a root finder with `rtol` and `atol` (such as
+    `optimistix.Newton(rtol, atol)`) is replaced by `optimistix.Bisection(rtol, atol)`
+    (diffrax root-finds several conditions together, which bisection cannot). (diffrax starts the root finder
+    at the step's end; a Newton iteration from there leaves the step, or stalls at its
+    end, where the condition turns back inside the step, as in a long step over a
+    maximum just past the crossing.)
 
     **Arguments:** as `diffrax.diffeqsolve`.
 
@@ -104,9 +115,16 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
     condition changed sign.
     """
     import diffrax
+    import optimistix as optx
 
-    from ._solver.taylor import Taylor
+    from ._solver.base import AbstractTaylorSolver
 
-    if event is not None and isinstance(solver, Taylor) and solver.event is None:
-        solver = eqx.tree_at(lambda s: s.event, solver, event, is_leaf=lambda x: x is None)
+    if event is not None and isinstance(solver, AbstractTaylorSolver):
+        finder = event.root_finder
+        tols = (getattr(finder, "rtol", None), getattr(finder, "atol", None))
+        single = len(jtu.tree_leaves(event.cond_fn)) == 1
+        if single and finder is not None and not isinstance(finder, optx.Bisection) and None not in tols:
+            event = eqx.tree_at(lambda e: e.root_finder, event, optx.Bisection(*tols))
+        if solver.event is None:
+            solver = solver.with_event(event)
     return diffrax.diffeqsolve(terms, solver, t0, t1, dt0, y0, args, event=event, **kwargs)

@@ -129,8 +129,8 @@ def _saturation(t, y, args):
 
 @pytest.mark.parametrize(
     "solver",
-    [taylorode.Taylor(order=4, method="jet"), taylorode.HermiteObreschkoff(1, 2)],
-    ids=["jet", "HermiteObreschkoff"],
+    [taylorode.Taylor(order=4, method="jet"), taylorode.HermiteObreschkoff(1, 2, method="jet")],
+    ids=["jet", "HermiteObreschkoff-jet"],
 )
 def test_solvers_blind_to_switches_say_so(solver, recwarn):
     y0 = jnp.array([1.0, 0.0])

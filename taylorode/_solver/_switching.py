@@ -37,6 +37,7 @@ bound in place of Descartes' rule of signs, so that the work has a fixed size.
 
 import math
 
+import equinox.internal as eqxi
 import jax
 import jax.lax as lax
 import jax.numpy as jnp
@@ -217,6 +218,79 @@ def first_switch(q: Array) -> tuple[Array, Array, Array]:
     # A switch within rounding of the step's end: the step ends there anyway.
     end = jnp.where(end >= 1 - 64 * jnp.finfo(dtype).eps, jnp.ones_like(end), end)
     return end, crossed, which
+
+
+def tail(q: Array) -> tuple[Array, Array, Array]:
+    """`(tail, size, lower)` of the series `q[:, i]` (rows: orders `0 .. m-1` in the
+    step variable `s`) over the whole step: the last two terms,
+    `|q_{m-2}| + |q_{m-1}|`, what the truncated series may be off by at its end;
+    `sum_j |q_j|`, its size; and a lower bound of `|q(s)|` on `[0, 1]` (the bound of
+    `_passes`, 0 where it shows none).
+
+    A switching function can vary faster than the state (`sin(20 t) > 0.99` in a field
+    whose other terms are constant), and a step sized by the state's series alone
+    would take its truncated series for the function: a switch may then be missed or
+    misplaced. Solvers count `tail_ratio` in their error estimate, so that the series
+    of a switching function that may come near zero is accurate to the tolerance as
+    well."""
+    q = lax.stop_gradient(q)
+    m = q.shape[0]
+    last = jnp.abs(q[m - 1])
+    prev = jnp.abs(q[m - 2]) if m >= 2 else jnp.zeros_like(last)
+    d0 = q[0]
+    d1 = q[1] if m > 1 else jnp.zeros_like(d0)
+    rest = jnp.sum(jnp.abs(q[2:]), axis=0) if m > 2 else jnp.zeros_like(d0)
+    lower = jnp.maximum(jnp.abs(d0) + jnp.minimum(jnp.sign(d0) * d1 - rest, 0), 0)
+    return prev + last, jnp.sum(jnp.abs(q), axis=0), lower
+
+
+def tail_ratio(tails: tuple[Array, Array, Array], rtol, atol) -> Array:
+    """The largest `tail / max(atol + rtol size, lower / 2)` over the switching
+    functions (0 with none): above 1, the series of one of them is not accurate to the
+    tolerance over the step, while it may come near zero there (a function kept away
+    from zero by more than twice its truncation cannot switch, however inaccurate)."""
+    tail_, size, lower = tails
+    if tail_.shape[-1] == 0:
+        return jnp.zeros((), tail_.dtype)
+    with jax.numpy_dtype_promotion("standard"):
+        ratio = tail_ / jnp.maximum(atol + rtol * size, lower / 2)
+    return jnp.max(ratio).astype(tail_.dtype)
+
+
+def _shift(q: Array, a: Array, width: Array) -> Array:
+    """The polynomials `q[:, i]` re-expanded on `[a, a + width]`, in that interval's own
+    variable `u in [0, 1]` (`s = a + width u`)."""
+    m = q.shape[0]
+    binom, power, mask = _shift_matrices(m)
+    a_pow = a ** jnp.arange(m, dtype=q.dtype)
+    shift = jnp.where(mask, binom.astype(q.dtype) * a_pow[power], 0)
+    return (shift @ q) * (width ** jnp.arange(m, dtype=q.dtype))[:, None]
+
+
+def crossings(q: Array) -> tuple[Array, Array, Array, Array]:
+    """How often the polynomials `q[:, i]` (as for `first_switch`) change sign on
+    `(0, 1]`, all together, for a step that cannot end at a switch and may cross one
+    at most.
+
+    **Returns:** `(one, more, which, end)`: whether there is a first sign change (of
+    polynomial `which`, just before `end`); and whether there may be another one after it, of the same
+    polynomial or of another, or a point where one comes close to zero without a
+    visible sign change (it may touch zero or cross twice there). Two changes within
+    the margin by which `first_switch` steps past a root count as one.
+    """
+    q = lax.stop_gradient(q)
+    end, crossed, which = first_switch(q)
+    one = crossed | (end < 1)
+
+    def after(_):
+        # The polynomials from just past the first root to the step's end.
+        rest = _shift(q, end, 1 - end)
+        end2, crossed2, _ = first_switch(rest)
+        return crossed2 | (end2 < 1)
+
+    second = lax.cond(eqxi.unvmap_any(crossed & (end < 1)), after, lambda _: jnp.array(False), None)
+    more = (~crossed & (end < 1)) | (crossed & (end < 1) & second)
+    return one, more, which, end
 
 
 def _past(qi: Array, s: Array) -> Array:

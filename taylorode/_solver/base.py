@@ -31,13 +31,15 @@ from .._protocol import TaylorFunc
 class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
     """Base of taylorode's solvers: Taylor coefficients from `method`, scaled to the step.
 
-    A concrete solver sets `method` and `root_finder` (fields), the class variables
+    A concrete solver sets `method`, `root_finder` and `event` (fields; `event` is the
+    `diffrax.Event` handed to it, or `None`), the class variables
     `solver_name` (for messages) and `jorba_zou_estimate` (what its `y_error` is, see
     [`taylorode.TaylorFunc`][]), and implements `order`, `error_order`, `init` and `step`.
     """
 
     method: AbstractVar[AbstractTaylorMethod]
     root_finder: AbstractVar[Any]
+    event: AbstractVar[Any]
 
     solver_name: ClassVar[str]
     jorba_zou_estimate: ClassVar[bool]
@@ -63,6 +65,28 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
         """The values of the switching operations the engine cannot see into, at the
         point `s` of a step of length `h` from `t` with state `y` (an integer array)."""
         return self.method.discrete_signature(_step_field(terms, t, h), s, y, args)
+
+    def _event_conditions(self, terms) -> Callable | None:
+        """The conditions of the solver's `event` (a `diffrax.Event` handed to it, see
+        [`taylorode.diffeqsolve`][]) as one function `(t, y, args) -> 1-d array`, each
+        called as diffrax calls it (with `terms` and `solver` keywords); `None` without
+        an event."""
+        event = getattr(self, "event", None)
+        if event is None:
+            return None
+        fns = jtu.tree_leaves(event.cond_fn)
+
+        def conditions(t, y, args):
+            values = [fn(t, y, args, terms=terms, solver=self) for fn in fns]
+            return jnp.stack([jnp.asarray(v, jnp.result_type(t, 1.0)) for v in values])
+
+        return conditions
+
+    def with_event(self, event) -> "AbstractTaylorSolver":
+        """This solver with `event` (a `diffrax.Event`) handed to it, so that its steps
+        see the event's conditions inside them (what [`taylorode.diffeqsolve`][]
+        does)."""
+        return eqx.tree_at(lambda s: s.event, self, event, is_leaf=lambda x: x is None)
 
     def _check_init(self, terms, y0: Y) -> None:
         """Trace-time checks of `init`: an ODE term; valid tolerances that the state's

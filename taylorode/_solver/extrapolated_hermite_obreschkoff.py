@@ -1,5 +1,6 @@
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
@@ -7,6 +8,7 @@ from diffrax import RESULTS
 
 from .._coefficients import AbstractTaylorMethod
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .._polynomial import stack
 from .base import AbstractTaylorSolver, all_finite, reference_step
 from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
 
@@ -91,9 +93,11 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
         method: str | AbstractTaylorMethod = "recurrence",
         root_finder: optx.AbstractRootFinder | None = None,
         root_find_max_steps: int = 10,
+        *,
+        event: Any = None,
     ):
         # Validates p, q, the method and the order.
-        solver = HermiteObreschkoff(p, q, method, root_finder, root_find_max_steps)
+        solver = HermiteObreschkoff(p, q, method, root_finder, root_find_max_steps, event=event)
         if q != p + 1:
             raise ValueError(
                 f"ExtrapolatedHermiteObreschkoff(p, q) needs q = p + 1 (then the "
@@ -116,6 +120,13 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
     @property
     def method(self) -> AbstractTaylorMethod:
         return self.solver.method
+
+    @property
+    def event(self):
+        return self.solver.event
+
+    def with_event(self, event) -> "ExtrapolatedHermiteObreschkoff":
+        return eqx.tree_at(lambda s: s.solver.event, self, event, is_leaf=lambda x: x is None)
 
     @property
     def p(self) -> int:
@@ -183,7 +194,7 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
             result = RESULTS.where(result == RESULTS.successful, r, result)
 
         # Coefficients at the extrapolated y1: dense output, and the next step's start.
-        ds = ho._expand(terms, t1, h, y1, args, max(self.q, ho._start_order))
+        ds, switches = ho._expand_switching(terms, t1, h, y1, args, max(self.q, ho._start_order))
         own = lambda s, field: getattr(s, field) - getattr(state, field)  # noqa: E731
         new_state = HermiteObreschkoffState(
             coeffs=tuple(ds[: ho._start_order + 1]),
@@ -192,7 +203,12 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
             newton_iterations=half.state.newton_iterations + own(full.state, "newton_iterations"),
             jacobian_evaluations=half.state.jacobian_evaluations + own(full.state, "jacobian_evaluations"),
         )
-        return y1, y_error, dict(coeffs=ho._dense(full.inverse, full.cs, ds)), new_state, result
+        # As HermiteObreschkoff's steps: along the dense output, a step that crosses
+        # switches or event conditions twice is rejected, and one across a switch of
+        # the field must have ends that agree to the tolerance.
+        data, dense = ho._dense(full.inverse, full.cs, ds)
+        y_error = ho._across_switches(terms, t0, t1, args, data, dense, switches, y_error)
+        return y1, y_error, dict(coeffs=stack(dense)), new_state, result
 
 
 ExtrapolatedHermiteObreschkoff.__init__.__doc__ = """**Arguments:**

@@ -1,4 +1,5 @@
 import functools
+import math
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -13,9 +14,9 @@ from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
 
 from .._coefficients import AbstractTaylorMethod, check_order, resolve_method
-from .._coefficients._base import warn_switches_unseen
+from .._coefficients._base import SwitchSeries
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
-from .._polynomial import stack
+from .._polynomial import horner, stack
 from .._root_finder import (
     FactoredPadeInverse,
     PadeChord,
@@ -23,6 +24,9 @@ from .._root_finder import (
     pade_partial_fractions,
 )
 from . import _hermite
+from .._interop import filled_tolerances
+from .._jorba_zou import tolerance_scale
+from ._switching import CELLS, crossings, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
     all_finite,
@@ -74,6 +78,9 @@ class HOStep(eqx.Module):
         step must be rejected).
     - `cs`, `ds`: the scaled coefficients at the start (up to the companion's `p'`) and
         at `y1` (up to `_end_order`).
+    - `switches`: the series of the vector field's switching functions at `y1`, from
+        the same expansion as `ds` (for what it says statically: whether the field
+        switches).
     - `inverse`: the Newton matrix's latest factored inverse.
     - `state`: the solver state after the step.
     - `result`: the Newton iteration's `RESULTS`.
@@ -84,6 +91,7 @@ class HOStep(eqx.Module):
     failed: Array
     cs: list
     ds: list
+    switches: SwitchSeries
     inverse: FactoredPadeInverse
     state: HermiteObreschkoffState
     result: RESULTS
@@ -213,6 +221,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     method: AbstractTaylorMethod
     root_finder: optx.AbstractRootFinder
     root_find_max_steps: int = eqx.field(static=True)
+    event: Any
 
     solver_name: ClassVar[str] = "HermiteObreschkoff"
     jorba_zou_estimate: ClassVar[bool] = False
@@ -224,8 +233,11 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         method: str | AbstractTaylorMethod = "recurrence",
         root_finder: optx.AbstractRootFinder | None = None,
         root_find_max_steps: int = 10,
+        *,
+        event: Any = None,
     ):
         self.method = resolve_method(method)
+        self.event = event
         for name, value in (("p", p), ("q", q)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"`{name}` must be a Python int; got {value!r}.")
@@ -321,12 +333,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> HermiteObreschkoffState:
         self._check_init(terms, y0)
         h = reference_step(t0, t1)
-        coeffs, switches = self._expand_switching(terms, t0, h, y0, args, self._start_order)
-        coeffs = tuple(coeffs)
-        if switches.coeffs is not None or switches.unseen:
-            # The engine found switches while expanding; this solver does not end its
-            # steps at them.
-            warn_switches_unseen(f"taylorode.{self.solver_name} (which does not end steps at switches)")
+        coeffs = tuple(self._expand(terms, t0, h, y0, args, self._start_order))
         zero = jnp.array(0, jnp.int32)
         increment = jtu.tree_map(jnp.zeros_like, y0)
         return HermiteObreschkoffState(coeffs, h, increment, zero, zero)
@@ -342,15 +349,88 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         made_jump: BoolScalarLike,
     ) -> tuple[Y, Y, DenseInfo, HermiteObreschkoffState, RESULTS]:
         out = self._solve(terms, t0, t1, y0, args, solver_state, made_jump)
-        return out.y1, out.y_error, dict(coeffs=self._dense(out.inverse, out.cs, out.ds)), out.state, out.result
+        data, dense = self._dense(out.inverse, out.cs, out.ds)
+        y_error = self._across_switches(terms, t0, t1, args, data, dense, out.switches, out.y_error)
+        return out.y1, y_error, dict(coeffs=stack(dense)), out.state, out.result
 
-    def _dense(self, inverse, cs, ds):
-        """Dense output: the Hermite interpolant's power coefficients in s, stacked,
-        from the data filtered to stay bounded along stiff directions (`_dense_data`)."""
+    def _dense(self, inverse, cs, ds) -> tuple[list, list]:
+        """`(data, dense)`: the data at both ends filtered to stay bounded along stiff
+        directions (`_dense_data`), and the Hermite interpolant's power coefficients in
+        s through them (the dense output; a list of PyTrees shaped like the state)."""
         p, q = self.p, self.q
         W = _hermite.hermite_matrix(p, q)
         data = _dense_data(p, q, inverse, cs[: p + 1], ds[: q + 1])
-        return stack([weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)])
+        return data, [weighted_sum(W[j], data, cs[0]) for j in range(p + q + 2)]
+
+    def _across_switches(self, terms, t0, t1, args, data, dense, switches: SwitchSeries, y_error):
+        """The error estimate of a step of a vector field that switches (or with an
+        event), which cannot end at a switch: a step whose switching functions and
+        event conditions change sign twice or more between its ends (together), or may
+        (one touches zero), is rejected (an infinite estimate), since its ends would
+        not show it; a step across one switch of the field is accepted only if the
+        data at its ends agree to the tolerance (`_crossing_error`). Both are read
+        along the dense output: the series of the switching functions along it
+        (`push_forward`), and the switching operations the engine cannot see into
+        evaluated at `CELLS + 1` points of it. Unchanged for a smooth field without
+        an event (decided at trace time)."""
+        conditions = self._event_conditions(terms)
+        seen = switches.coeffs is not None
+        if not seen and not switches.unseen and conditions is None:
+            return y_error
+        h = jnp.asarray(t1 - t0)
+        dtype = jnp.result_type(h, 1.0)
+        n_state = len(jfu.ravel_pytree(data[0])[0]) if seen else 0
+        n_events = 0 if conditions is None else len(jtu.tree_leaves(self.event.cond_fn))
+        one = more = field_switch = jnp.array(False)
+        end = jnp.ones((), dtype)
+        if seen or conditions is not None:
+            control = terms.contr(t0, t1)
+
+            def along(t, y, args):
+                # The field (whose own switching functions the engine collects; its
+                # values, the first n_state columns, are dropped), then the conditions.
+                parts = [jnp.zeros((0,), dtype)]
+                if seen:
+                    parts.append(jfu.ravel_pytree(terms.vf_prod(t, y, args, control))[0].astype(dtype))
+                if conditions is not None:
+                    parts.append(conditions(t, y, args))
+                return jnp.concatenate(parts)
+
+            rows = self.method.push_forward(along, t0, h, dense, args, len(dense))
+            q = rows[:, n_state:].astype(dtype)
+            one, more, which, end = crossings(q)
+            field_switch = one & (which >= n_events)
+            tols = filled_tolerances(self.root_finder)
+            if tols is not None:
+                # The switching functions' series along the step must be accurate to
+                # the tolerance, as the state is (see `tail`).
+                ratio = tail_ratio(tail(q), tols[0], tols[1])
+                y0, y1 = data[0], data[self.p + 1]
+                floor = jtu.tree_map(lambda a, b: ratio * tolerance_scale(tols[0], tols[1], a, b), y0, y1)
+                y_error = jtu.tree_map(lambda e, f: jnp.maximum(jnp.abs(e), f.astype(e.dtype)), y_error, floor)
+        if switches.unseen:
+            us = jnp.linspace(0, 1, CELLS + 1, dtype=dtype)
+
+            def signature(u):
+                y_u = jtu.tree_map(lambda *c: horner(list(c), u.astype(c[0].dtype)), *dense)
+                return self._signature(terms, t0, h, u, y_u, args)
+
+            sig = jax.vmap(signature)(us)
+            changed = jnp.any(sig[1:] != sig[:-1], axis=1)
+            changes = jnp.sum(changed)
+            # A seen switch in the interval where the unseen operations change is the
+            # same one (`jnp.interp` compares with the table's ends as well as
+            # searching it); elsewhere it is a second.
+            k = jnp.argmax(changed)
+            same = (end >= us[k]) & (end <= us[k + 1] + 1 / CELLS)
+            more = more | (changes >= 2) | (one & (changes >= 1) & ~same)
+            field_switch = field_switch | (changes >= 1)
+        crossing = _crossing_error(self.p, self.q, data)
+        return jtu.tree_map(
+            lambda e, c: jnp.where(more, jnp.inf, jnp.where(field_switch, jnp.maximum(jnp.abs(e), c), e)),
+            y_error,
+            crossing,
+        )
 
     def _solve(self, terms, t0, t1, y0, args, solver_state, made_jump, estimate: bool = True) -> HOStep:
         """One HO(p, q) step (see `HOStep`). With `estimate=False` the error estimate is
@@ -399,7 +479,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         result = RESULTS.promote(sol.result)
 
         # Coefficients at the end: error estimate, dense output, and the next step.
-        ds = self._expand(terms, t1, h, y1, args, self._end_order)
+        ds, switches = self._expand_switching(terms, t1, h, y1, args, self._end_order)
         # Through the latest Newton matrix: PadeChord's, rebuilt at an iterate when the
         # iteration stalled, fits better than the one built at the guess.
         if isinstance(self.root_finder, PadeChord):
@@ -409,7 +489,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
             finite = all_finite(y1)
             failed = (result != RESULTS.successful) | ~finite
             result = RESULTS.where(finite, result, RESULTS.successful)
-            return HOStep(y1, None, failed, cs, ds, inverse, new_state, result)
+            return HOStep(y1, None, failed, cs, ds, switches, inverse, new_state, result)
         # Error estimate: the residual of the next-higher relation HO(p', q') at y1,
         # through the Newton matrix: to leading order, y1 minus the order-(p+q+1)
         # solution, i.e. this step's own local error.
@@ -425,7 +505,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         failed = (result != RESULTS.successful) | ~finite
         y_error = jtu.tree_map(lambda e: jnp.where(failed, jnp.inf, e), filtered)
         result = RESULTS.where(finite, result, RESULTS.successful)
-        return HOStep(y1, y_error, failed, cs, ds, inverse, new_state, result)
+        return HOStep(y1, y_error, failed, cs, ds, switches, inverse, new_state, result)
 
     def _next_state(self, state, sol, t0, t1, y0, y1, ds):
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
@@ -462,6 +542,30 @@ def _dense_data(p, q, inverse, cs, ds):
     out = inverse.apply_filters(rows, filters)
     filtered = [unravel(row) for row in out]
     return [cs[0], *filtered[:p], ds[0], *filtered[p:]]
+
+
+def _crossing_error(p, q, data):
+    """What a step across one switch of the field may be off by: per component,
+    `sum_k 2 |δ_k|`, k = 0..q, with `δ_k` the mismatch between the (filtered)
+    coefficient of order k at the step's end and that of the start's polynomial
+    shifted to the end, `sum_{i>=k} C(i, k) c_i`.
+
+    On a smooth stretch the mismatches are the start polynomial's truncation,
+    O(h^(p+1)). Across a switch at `s h` they also hold the change of branch: for a jump
+    J in the field, `δ_1 ≈ hJ`, and the step is off by `|s - b_1| hJ <= hJ`; for a kink
+    (a jump K in its slope) `δ_1 ≈ (1 - s) h^2 K`, `δ_2 ≈ h^2 K / 2`, and the step is off
+    by at most `(a_1 + a_2 + 1/2) h^2 K`. So a crossing step is accepted once it is short
+    enough for the start's polynomial to reach its end to the tolerance, and the branch
+    change to be small there: as Runge–Kutta codes cross discontinuities, by step
+    rejection, with the difference that the check cannot be fooled by a step whose
+    estimate happens to vanish at the switch's place."""
+    start, end = data[: p + 1], data[p + 1 :]
+    out = None
+    for k, d_k in enumerate(end):
+        shifted = weighted_sum([math.comb(i, k) if i >= k else 0 for i in range(p + 1)], start, d_k)
+        delta = jtu.tree_map(lambda a, b: 2 * jnp.abs(a - b), d_k, shifted)
+        out = delta if out is None else jtu.tree_map(jnp.add, out, delta)
+    return out
 
 
 @functools.cache
@@ -521,4 +625,7 @@ HermiteObreschkoff.__init__.__doc__ = """**Arguments:**
     Jacobian of the vector field per step, factored as above. Any other optimistix
     root finder (e.g. `optimistix.Newton`) also works, with its own Jacobian.
 - `root_find_max_steps`: the most iterations per step before the step is rejected.
+- `event`: the `diffrax.Event` also passed to `diffeqsolve`, so that a step in which
+    its conditions cross zero more than once is rejected (diffrax looks only at the
+    ends of steps). [`taylorode.diffeqsolve`][] hands it over by itself.
 """

@@ -29,7 +29,7 @@ from .._jorba_zou import (
     tolerance_scale,
 )
 from .._polynomial import horner, stack, sum_series
-from ._switching import all_clear, first_change, first_switch, root_derivative
+from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
     all_finite,
@@ -272,9 +272,11 @@ class Taylor(AbstractTaylorSolver):
                 sw = switches.coeffs
                 if sw is None and switches.unseen:
                     sw = jnp.zeros((q, 0), jnp.result_type(t, 1.0))
+                tails = None
                 if sw is not None:
+                    tails = tail(sw)
                     sw = jnp.concatenate([sw, jnp.zeros((width - 1 - q,) + sw.shape[1:], sw.dtype)])
-                return tuple(coeffs + pad), (prev, last), sw
+                return tuple(coeffs + pad), (prev, last, tails), sw
 
             return expand
 
@@ -284,24 +286,13 @@ class Taylor(AbstractTaylorSolver):
             out = lax.switch(index, [branch(q) for q in orders], t, y, args, h)
         return out + (found["static"],)
 
-    def _event_functions(self) -> list:
-        """The event's condition functions (a PyTree of them in a `diffrax.Event`)."""
-        if self.event is None:
-            return []
-        return jtu.tree_leaves(self.event.cond_fn)
-
     def _with_events(self, switches, terms, t, h, coeffs, args, q):
         """`switches` with the series of the event's condition functions along the
         expansion, and of the switching functions inside them (a boolean condition's
         comparisons), appended as further switching functions (the last columns)."""
-        fns = self._event_functions()
-        if not fns:
+        conditions = self._event_conditions(terms)
+        if conditions is None:
             return switches
-
-        def conditions(t, y, args):
-            values = [fn(t, y, args, terms=terms, solver=self) for fn in fns]
-            return jnp.stack([jnp.asarray(v, jnp.result_type(t, 1.0)) for v in values])
-
         series = self.method.push_forward(conditions, t, h, coeffs, args, q)
         qs = series if switches.coeffs is None else jnp.concatenate([switches.coeffs, series.astype(switches.coeffs.dtype)], axis=1)
         return SwitchSeries(qs, switches.unseen)
@@ -414,10 +405,15 @@ class Taylor(AbstractTaylorSolver):
     def _error(self, last_two, y0, y1, index):
         """The step's error estimate from the last two terms `|c_{q-1}|, |c_q|` of the
         series at its end (see the class doc)."""
-        prev, last = last_two
+        prev, last, tails = last_two
         if self.taylor_order is not None:
-            # No tolerances here: per component, the larger of the two.
-            return jtu.tree_map(jnp.maximum, prev, last)
+            # No tolerances here: per component, the larger of the two (and at least
+            # the switching functions' own last terms).
+            error = jtu.tree_map(jnp.maximum, prev, last)
+            if tails is not None and tails[0].shape[-1]:
+                floor = jnp.max(tails[0])
+                error = jtu.tree_map(lambda e: jnp.maximum(e, floor.astype(e.dtype)), error)
+            return error
         rtol, atol, _ = self._tolerances()
         orders = self.candidate_orders()
         p = max(orders)
@@ -433,6 +429,12 @@ class Taylor(AbstractTaylorSolver):
             # static exponent 1/p.
             w = term_error(u / scale, v / scale, qq)
             w = w ** (p / qq) * jnp.exp(p * (log_fp - lf))
+            if tails is not None:
+                # The switching functions' series must be accurate to the tolerance
+                # too (`tail`): their last terms, against it, at the same reference
+                # order (they are one order below the state's).
+                ratio = tail_ratio(tails, rtol, atol).astype(u.dtype)
+                w = jnp.maximum(w, ratio ** (p / jnp.maximum(qq - 1, 1)))
             return w * scale
 
         return jtu.tree_map(leaf, y0, y1, prev, last)
