@@ -59,7 +59,10 @@ def _passes(d: Array) -> Array:
     sigma = jnp.where(d0 != 0, jnp.sign(d0), jnp.sign(d1))
     g = sigma * d1 - rest
     all_zero = jnp.all(d == 0, axis=0)
-    return (jnp.abs(d0) + jnp.minimum(g, 0) > 0) | (g > 0) | all_zero
+    # With a rounding margin: a root exactly at the interval's end (a cell boundary)
+    # would otherwise pass here and, moving away from zero, in the next cell as well.
+    margin = 16 * jnp.finfo(d.dtype).eps * jnp.sum(jnp.abs(d), axis=0)
+    return (jnp.abs(d0) + jnp.minimum(g, 0) > margin) | (g > 0) | all_zero
 
 
 def _start_sign(d: Array) -> Array:
