@@ -249,7 +249,8 @@ class Taylor(AbstractTaylorSolver):
     def _expand_at(self, terms, t, y, args, h, index):
         """Coefficients at `(t, y)` scaled by the step `h`, of the order
         `candidate_orders()[index]`, zero-padded to the largest order; the last two
-        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice); and the series of
+        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice) with the switching
+        functions' `tail` (`None` for a smooth field); and the series of
         the switching functions, scaled alike and zero-padded to `max(orders)` rows
         (`None` for a smooth field; no columns where the only switches are ones the
         engine cannot see into; the event conditions' series last); and, static, the
