@@ -23,9 +23,9 @@ from .._root_finder import (
     RationalFilters,
     pade_partial_fractions,
 )
-from . import _hermite
 from .._interop import filled_tolerances
 from .._jorba_zou import tolerance_scale
+from . import _hermite
 from ._switching import CELLS, crossings, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
