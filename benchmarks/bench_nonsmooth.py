@@ -13,7 +13,9 @@ Two parts (`--parts`):
    with references integrated branch by branch by scipy (DOP853, rtol 1e-13, atol 1e-15;
    Radau at the same tolerances as a check). Solvers: `taylorode.Taylor()` with
    `taylorode.TaylorController` and with `diffrax.PIDController`, `diffrax.Dopri8()` and
-   `diffrax.Tsit5()` with `PIDController`, at tol 1e-6 ... 1e-12 (rtol = atol = tol).
+   `diffrax.Tsit5()` with `PIDController`, and the implicit solvers with `PIDController`
+   (`taylorode.HermiteObreschkoff(2, 3)`, `taylorode.ExtrapolatedHermiteObreschkoff(1, 2)`
+   and diffrax's `Kvaerno5()`), at tol 1e-6 ... 1e-12 (rtol = atol = tol).
    Per run: orders used, accepted/rejected steps, the error at t1, compile and run time
    (`_harness.run_diffrax`, as in `bench_workprecision.py`); then a summary per problem:
    the errors per tol and the run time at equal achieved error.
@@ -159,6 +161,11 @@ def taylor_pid(problem, tol, settings):
 
 SOLVERS.add("Dopri8+PID")(h.diffrax_entry(lambda tol: diffrax.Dopri8(), h.pid, 8))
 SOLVERS.add("Tsit5+PID")(h.diffrax_entry(lambda tol: diffrax.Tsit5(), h.pid, 5))
+SOLVERS.add("HO(2,3)+PID")(h.diffrax_entry(lambda tol: taylorode.HermiteObreschkoff(2, 3), h.pid, 5))
+SOLVERS.add("XHO(1,2)+PID")(
+    h.diffrax_entry(lambda tol: taylorode.ExtrapolatedHermiteObreschkoff(1, 2), h.pid, 4)
+)
+SOLVERS.add("Kvaerno5+PID")(h.diffrax_entry(lambda tol: diffrax.Kvaerno5(), h.pid, 5))
 
 
 def workprecision_table(problem, rows):
@@ -259,7 +266,8 @@ def run_workprecision(cli, lines):
         "`Taylor()+PID`: `taylorode.Taylor()` + `diffrax.PIDController(rtol=tol, "
         "atol=tol)`; in both the order comes from the controller's tolerance, "
         "p = max(2, ceil(-ln(tol)/2 + 1)). `Dopri8+PID`, `Tsit5+PID`: diffrax with "
-        "`PIDController(rtol=tol, atol=tol)`.",
+        "`PIDController(rtol=tol, atol=tol)`. `HO(2,3)+PID`, `XHO(1,2)+PID`, `Kvaerno5+PID`: "
+        "the implicit solvers (orders 5, 4, 5) with the same controller.",
         "- **order**: for taylorode, `taylorode.order_counts(sol)` (order:steps).",
         "- **steps (acc/rej)**: as diffrax counts them (a Taylor step cut into pieces at "
         "switches counts once).",

@@ -22,6 +22,7 @@ from ._errors import (
 from ._interop import diffeqsolve as diffeqsolve
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
 from ._protocol import TaylorFunc as TaylorFunc
+from ._results import RESULTS as RESULTS
 from ._solver import (
     ExtrapolatedHermiteObreschkoff as ExtrapolatedHermiteObreschkoff,
     HermiteObreschkoff as HermiteObreschkoff,

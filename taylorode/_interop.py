@@ -18,6 +18,8 @@ the installed diffrax, so that a diffrax change fails loudly there).
 - **Events.** diffrax does not pass `diffeqsolve`'s `event` to the solver, so a long step
   cannot see a condition that crosses twice inside it; `diffeqsolve` here hands the event
   to a `taylorode.Taylor` solver before calling diffrax's.
+- **Results.** A solver step can return only `diffrax.RESULTS`; `diffeqsolve` here
+  turns the solve's result into a `taylorode.RESULTS` member that names the cause.
 """
 
 from typing import Any
@@ -84,7 +86,8 @@ def filled_tolerances(slot) -> tuple[Any, Any, Any] | None:
 
 
 def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwargs):
-    """`diffrax.diffeqsolve`, with the `event` also handed to a taylorode solver.
+    """`diffrax.diffeqsolve`, with the `event` also handed to a taylorode solver, and
+    the cause of a failure named in the result.
 
     diffrax checks an event's condition only at the ends of steps, so a condition that
     becomes true and false again inside one long step is never seen. A taylorode
@@ -105,9 +108,18 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
     end, where the condition turns back inside the step, as in a long step over a
     maximum just past the crossing.)
 
+    A failure is reported as a member of [`taylorode.RESULTS`][], which extends
+    `diffrax.RESULTS` as diffrax extends optimistix's: a non-finite `y0` is
+    `nonfinite_initial_state` whatever the solver, and non-finite values in a taylorode
+    solver's step from a finite state are `singular_vector_field` (diffrax reports both
+    as `nonfinite`). With `throw=True` (the default) the error raised carries that
+    message; with `throw=False` it is the solution's `result`, per trajectory under
+    `jax.vmap`.
+
     **Arguments:** as `diffrax.diffeqsolve`.
 
-    **Returns:** the `diffrax.Solution`.
+    **Returns:** the `diffrax.Solution`, whose `result` is a [`taylorode.RESULTS`][]
+    member (compare it with `taylorode.RESULTS.successful`, ...).
 
     Give the event a root finder (e.g. `diffrax.Event(cond_fn,
     root_finder=optimistix.Newton(rtol, atol))`) for the crossing time to the accuracy
@@ -117,9 +129,11 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
     import diffrax
     import optimistix as optx
 
+    from ._results import is_okay, name_cause
     from ._solver.base import AbstractTaylorSolver
 
-    if event is not None and isinstance(solver, AbstractTaylorSolver):
+    taylor = isinstance(solver, AbstractTaylorSolver)
+    if event is not None and taylor:
         finder = event.root_finder
         tols = (getattr(finder, "rtol", None), getattr(finder, "atol", None))
         single = len(jtu.tree_leaves(event.cond_fn)) == 1
@@ -127,4 +141,10 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
             event = eqx.tree_at(lambda e: e.root_finder, event, optx.Bisection(*tols))
         if solver.event is None:
             solver = solver.with_event(event)
-    return diffrax.diffeqsolve(terms, solver, t0, t1, dt0, y0, args, event=event, **kwargs)
+    throw = kwargs.pop("throw", True)
+    sol = diffrax.diffeqsolve(terms, solver, t0, t1, dt0, y0, args, event=event, throw=False, **kwargs)
+    result = name_cause(sol.result, y0, taylor)
+    sol = eqx.tree_at(lambda s: s.result, sol, result)
+    if throw:
+        sol = result.error_if(sol, ~is_okay(result))
+    return sol

@@ -1,0 +1,59 @@
+"""taylorode's `RESULTS`: diffrax's, with the causes a Taylor solver can name.
+
+diffrax extends optimistix's `RESULTS` with its own members; taylorode extends
+diffrax's the same way. A solver step can only return `diffrax.RESULTS` (diffrax's loop
+combines them with its own), so a failure inside the loop is reported as
+`diffrax.RESULTS.nonfinite`; [`taylorode.diffeqsolve`][] then names its cause.
+"""
+
+import diffrax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+
+class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """The outcome of a solve: every member of `diffrax.RESULTS` (`successful`,
+    `max_steps_reached`, `event_occurred`, `nonfinite`, ...), plus
+
+    - `nonfinite_initial_state`: `y0` holds a NaN or an infinity;
+    - `singular_vector_field`: the Taylor coefficients of the vector field are not
+        finite at a finite state, i.e. the field is singular there.
+
+    [`taylorode.diffeqsolve`][] returns its `result` as a member of this enumeration;
+    compare it with members of this class (`taylorode.RESULTS.successful`), not of
+    `diffrax.RESULTS` (equinox compares members of one enumeration only).
+    `taylorode.RESULTS.promote(diffrax_result)` converts a result of
+    `diffrax.diffeqsolve`.
+    """
+
+    nonfinite_initial_state = (
+        "The initial state `y0` holds a non-finite value (NaN or inf); check how it is "
+        "computed."
+    )
+    singular_vector_field = (
+        "Non-finite values in a Taylor step that started from a finite state: the "
+        "vector field has no Taylor series there, and no step size helps. Typical "
+        "causes are `jnp.sqrt`, `jnp.linalg.norm`, a power below 1, `log` or a "
+        "division at a quantity that leaves 0; the functions of `taylorode.stable` "
+        "(`stable.sqrt`, `stable.norm`, ...) are finite with finite derivatives of "
+        "every order there. (A solution that blows up in finite time ends the same "
+        "way.)"
+    )
+
+
+def is_okay(result: RESULTS):
+    """`result` is `successful` or `event_occurred` (diffrax's `is_okay`)."""
+    return (result == RESULTS.successful) | (result == RESULTS.event_occurred)
+
+
+def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool) -> RESULTS:
+    """`result` of a `diffrax.diffeqsolve`, as a `RESULTS` member that names the cause of
+    a failure: a non-finite `y0` (whatever the solver reported), or a singular vector
+    field (`nonfinite` from a taylorode solver started from a finite state)."""
+    result = RESULTS.promote(result)
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y0) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    finite = jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+    if taylor_solver:
+        singular = finite & (result == RESULTS.nonfinite)
+        result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
+    return RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
