@@ -112,7 +112,8 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
     `diffrax.RESULTS` as diffrax extends optimistix's: a non-finite `y0` is
     `nonfinite_initial_state` whatever the solver, and non-finite values in a taylorode
     solver's step from a finite state are `singular_vector_field` (diffrax reports both
-    as `nonfinite`). With `throw=True` (the default) the error raised carries that
+    as `nonfinite`); tolerances given as traced values (the arguments of a jitted
+    function) are checked at run time, `invalid_tolerance`. With `throw=True` (the default) the error raised carries that
     message; with `throw=False` it is the solution's `result`, per trajectory under
     `jax.vmap`.
 
@@ -143,7 +144,7 @@ def diffeqsolve(terms, solver, t0, t1, dt0, y0, args=None, *, event=None, **kwar
             solver = solver.with_event(event)
     throw = kwargs.pop("throw", True)
     sol = diffrax.diffeqsolve(terms, solver, t0, t1, dt0, y0, args, event=event, throw=False, **kwargs)
-    result = name_cause(sol.result, y0, taylor)
+    result = name_cause(sol.result, y0, taylor, kwargs.get("stepsize_controller"))
     sol = eqx.tree_at(lambda s: s.result, sol, result)
     if throw:
         sol = result.error_if(sol, ~is_okay(result))

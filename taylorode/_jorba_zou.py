@@ -47,21 +47,34 @@ def order_from_tolerance(eps: float, max_order: int) -> int:
     return min(max(2, math.ceil(-0.5 * math.log(eps) + 1)), max_order)
 
 
-def concrete_tolerance(rtol, atol) -> float:
+# The orders compiled where the tolerance is only known at run time: Jorba & Zou's
+# order for tolerances 1e-3 ... 1e-14 lies within 2 of one of them.
+RUNTIME_ORDERS = (6, 10, 14, 18)
+
+
+def static_tolerance(rtol, atol) -> float | None:
     """The static tolerance the order is chosen from: `rtol`, or `atol` where
-    `rtol = 0` (the smallest entry where they are arrays)."""
+    `rtol = 0` (the smallest entry where they are arrays); `None` where the tolerance
+    is traced (a `jit` argument, a vmapped array), so only known at run time."""
     try:
         r = float(np.min(np.asarray(rtol)))
         a = float(np.min(np.asarray(atol)))
-    except Exception as e:  # a tracer: the tolerance is only known at run time
-        raise ValueError(
-            "`taylorode.Taylor()` chooses its order from the step-size controller's "
-            "tolerance at trace time, but the tolerance is a traced value here (for "
-            "example a `jit` argument or a vmapped array). Give the order yourself, "
-            "`Taylor(order=p)`, or pass the tolerance as a Python float."
-        ) from e
+    except Exception:  # a tracer
+        return None
     check_tolerances(rtol, atol, "taylorode.Taylor()")
     return r if r > 0 else a
+
+
+def valid_tolerance(rtol, atol) -> Array:
+    """Whether (traced) tolerances are finite, non-negative and not both zero."""
+    r, a = jnp.asarray(rtol), jnp.asarray(atol)
+    ok = jnp.all(jnp.isfinite(r) & (r >= 0)) & jnp.all(jnp.isfinite(a) & (a >= 0))
+    return ok & (jnp.any(r > 0) | jnp.any(a > 0))
+
+
+def runtime_orders(max_order: int) -> tuple[int, ...]:
+    """`RUNTIME_ORDERS`, at most `max_order` each (ascending, distinct)."""
+    return tuple(sorted({min(q, max_order) for q in RUNTIME_ORDERS}))
 
 
 def term_error(u: ArrayLike, v: ArrayLike, q: int) -> Array:

@@ -9,6 +9,9 @@ combines them with its own), so a failure inside the loop is reported as
 import diffrax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
+
+from ._jorba_zou import valid_tolerance
 
 
 class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -17,7 +20,10 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
 
     - `nonfinite_initial_state`: `y0` holds a NaN or an infinity;
     - `singular_vector_field`: the Taylor coefficients of the vector field are not
-        finite at a finite state, i.e. the field is singular there.
+        finite at a finite state, i.e. the field is singular there;
+    - `invalid_tolerance`: the step-size controller's `rtol` or `atol` is negative or
+        not finite, or both are zero (tolerances given as traced values, checked at run
+        time; concrete ones raise at trace time).
 
     [`taylorode.diffeqsolve`][] returns its `result` as a member of this enumeration;
     compare it with members of this class (`taylorode.RESULTS.successful`), not of
@@ -40,20 +46,39 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "way.)"
     )
 
+    invalid_tolerance = (
+        "The step-size controller's tolerances are invalid: `rtol` and `atol` must be "
+        "finite and non-negative, and not both zero."
+    )
+
+
+def _traced(*values) -> bool:
+    try:
+        for v in values:
+            np.asarray(v, dtype=float)
+    except Exception:
+        return True
+    return False
+
 
 def is_okay(result: RESULTS):
     """`result` is `successful` or `event_occurred` (diffrax's `is_okay`)."""
     return (result == RESULTS.successful) | (result == RESULTS.event_occurred)
 
 
-def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool) -> RESULTS:
+def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None) -> RESULTS:
     """`result` of a `diffrax.diffeqsolve`, as a `RESULTS` member that names the cause of
-    a failure: a non-finite `y0` (whatever the solver reported), or a singular vector
-    field (`nonfinite` from a taylorode solver started from a finite state)."""
+    a failure: an invalid traced tolerance of `controller` (whatever the outcome), a
+    non-finite `y0` (whatever the solver reported), or a singular vector field
+    (`nonfinite` from a taylorode solver started from a finite state)."""
     result = RESULTS.promote(result)
     leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y0) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     finite = jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
     if taylor_solver:
         singular = finite & (result == RESULTS.nonfinite)
         result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
-    return RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
+    result = RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
+    rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
+    if rtol is not None and atol is not None and _traced(rtol, atol):
+        result = RESULTS.where(valid_tolerance(rtol, atol), result, RESULTS.invalid_tolerance)
+    return result

@@ -274,19 +274,6 @@ def test_taylor_without_order_needs_an_adaptive_controller():
         taylorode.Taylor().order(None)
 
 
-def test_traced_tolerance_is_a_clear_error():
-    @jax.jit
-    def run(tol):
-        return diffrax.diffeqsolve(
-            diffrax.ODETerm(kepler), taylorode.Taylor(), 0.0, 1.0, None,
-            jnp.asarray(kepler_y0(0.5)),
-            stepsize_controller=taylorode.TaylorController(rtol=tol, atol=tol),
-        )
-
-    with pytest.raises(ValueError, match="traced value"):
-        run(1e-8)
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -21,12 +21,14 @@ from .._interop import (
     tolerance_slot,
 )
 from .._jorba_zou import (
-    concrete_tolerance,
     jorba_zou_factor,
     order_from_tolerance,
+    runtime_orders,
     select_order_index,
+    static_tolerance,
     term_error,
     tolerance_scale,
+    valid_tolerance,
 )
 from .._polynomial import horner, stack, sum_series
 from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
@@ -92,9 +94,15 @@ class Taylor(AbstractTaylorSolver):
       $p = \max(2, \lceil -\tfrac12 \ln ε + 1 \rceil)$ with $ε$ = `rtol` (`atol` where
       `rtol = 0`): 8 at 1e-6, 13 at 1e-10, 18 at 1e-14. The tolerance reaches the
       solver through diffrax's channel for implicit solvers' tolerances, so `Taylor`
-      is formally a `diffrax.AbstractImplicitSolver` (it solves no equations); it
-      needs concrete (not traced) tolerances, and with `ConstantStepSize` diffrax asks
-      for an adaptive controller: give `Taylor(order=p)` there.
+      is formally a `diffrax.AbstractImplicitSolver` (it solves no equations); with
+      `ConstantStepSize` diffrax asks for an adaptive controller: give
+      `Taylor(order=p)` there. Where the tolerance is a traced value (an argument of
+      a jitted function, to sweep tolerances without recompiling), the order cannot
+      be fixed at trace time: `Taylor()` then chooses per step among the orders
+      6, 10, 14 and 18 as `Taylor(orders=(6, 10, 14, 18))` does (below), which costs
+      the compile time of four coefficient kernels; an invalid traced tolerance ends
+      the solve with `RESULTS.nonfinite` ([`taylorode.diffeqsolve`][] reports it as
+      `taylorode.RESULTS.invalid_tolerance`).
     - `Taylor(order=p)` fixes the order.
     - `Taylor(orders=(p1, p2, ...))` chooses, before each step, the order with the
       least estimated work per unit time, $i^2 / h_i$, under Jorba & Zou's error model
@@ -218,13 +226,17 @@ class Taylor(AbstractTaylorSolver):
 
     def candidate_orders(self) -> tuple[int, ...]:
         """The orders this solver steps with, ascending: `(order,)` for a fixed order,
-        `orders` when given, else Jorba & Zou's order for the controller's tolerance."""
+        `orders` when given, else Jorba & Zou's order for the controller's tolerance
+        (or, where that tolerance is traced, `RUNTIME_ORDERS` to choose from per step)."""
         if self.orders is not None:
             return self.orders
         if self.taylor_order is not None:
             return (self.taylor_order,)
         rtol, atol, _ = self._tolerances()
-        return (order_from_tolerance(concrete_tolerance(rtol, atol), self.method.max_order),)
+        eps = static_tolerance(rtol, atol)
+        if eps is None:  # known at run time only: choose per step among a few orders
+            return runtime_orders(self.method.max_order)
+        return (order_from_tolerance(eps, self.method.max_order),)
 
     def _tolerances(self):
         tols = filled_tolerances(self.root_finder)
@@ -237,6 +249,17 @@ class Taylor(AbstractTaylorSolver):
                 "`Taylor(order=p)`, to use it with a constant step or on its own."
             )
         return tols
+
+    def _valid_tolerance(self):
+        """Whether a traced tolerance is valid (`None`: no tolerance, or a concrete one,
+        checked at trace time)."""
+        tols = filled_tolerances(self.root_finder)
+        if tols is None:
+            return None
+        rtol, atol, _ = tols
+        if static_tolerance(rtol, atol) is not None:
+            return None
+        return valid_tolerance(rtol, atol)
 
     def order(self, terms) -> int:
         return max(self.candidate_orders())
@@ -546,6 +569,11 @@ class Taylor(AbstractTaylorSolver):
         # honouring `throw=False`, instead of rejecting until max_steps.
         # (NaN or inf in any coefficient reaches their sum, y1: one small reduction.)
         finite = all_finite(y1)
+        valid = self._valid_tolerance()
+        if valid is not None:
+            # A traced tolerance that is negative, zero or not finite ends the solve
+            # the same way (checked at trace time where it is concrete).
+            finite = finite & valid
         y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
         y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
