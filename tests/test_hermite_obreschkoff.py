@@ -417,3 +417,18 @@ def test_bad_input():
 def test_refresh_rate_outside_unit_interval_raises(rate):
     with pytest.raises(ValueError, match="refresh_rate"):
         taylorode.PadeChord(rtol=1e-8, atol=1e-8, refresh_rate=rate)
+
+
+def test_default_construction_is_ho12():
+    # Like diffrax's solver classes, the solver can be built without arguments (tools
+    # that build solvers generically need it): HO(1, 2), order 3, L-stable.
+    solver = taylorode.HermiteObreschkoff()
+    assert (solver.p, solver.q) == (1, 2)
+    assert solver.order(None) == 3 and solver.is_l_stable
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, args: -50.0 * (y - jnp.cos(t))), solver, 0.0, 1.0, None,
+        jnp.array(0.0), stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8),
+    )
+    # y' = -50 (y - cos t), y(0) = 0: exact solution.
+    exact = (2500 * np.cos(1.0) + 50 * np.sin(1.0) - 2500 * np.exp(-50.0)) / 2501
+    assert abs(float(sol.ys[-1]) - exact) < 1e-6

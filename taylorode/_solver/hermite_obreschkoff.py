@@ -228,8 +228,8 @@ class HermiteObreschkoff(AbstractTaylorSolver):
 
     def __init__(
         self,
-        p: int,
-        q: int,
+        p: int = 1,
+        q: int = 2,
         method: str | AbstractTaylorMethod = "recurrence",
         root_finder: optx.AbstractRootFinder | None = None,
         root_find_max_steps: int = 10,
@@ -618,7 +618,10 @@ HermiteObreschkoff.__init__.__doc__ = """**Arguments:**
 
 - `p`: the number of Taylor coefficients used at the step's start (`p >= 0`).
 - `q`: the number used at its end (`q >= 1`). The order is `p + q`; A-stable for
-    `p <= q <= p + 2`, L-stable for `q = p + 1` or `p + 2`.
+    `p <= q <= p + 2`, L-stable for `q = p + 1` or `p + 2`. The default, HO(1, 2)
+    (order 3, L-stable), solved every stiff problem measured (Robertson's kinetics to
+    t = 1e11, the Oregonator, HIRES, POLLU) where higher orders can need far more
+    steps; higher orders pay off on moderately stiff problems (Van der Pol).
 - `method`: how Taylor coefficients are computed: `"recurrence"` (the default, our
     engine), `"jet"`, `"jvp"`, or an `AbstractTaylorMethod` instance.
 - `root_finder`: an `optimistix` root finder for the implicit relation. The default,
