@@ -31,6 +31,8 @@ from ._solver import (
     order_counts as order_counts,
     Taylor as Taylor,
     TaylorState as TaylorState,
+    VariableOrderHermiteObreschkoff as VariableOrderHermiteObreschkoff,
+    VariableOrderHermiteObreschkoffState as VariableOrderHermiteObreschkoffState,
 )
 from ._step_size_controller import TaylorController as TaylorController
 from ._root_finder import PadeChord as PadeChord

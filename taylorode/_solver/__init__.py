@@ -7,3 +7,7 @@ from .hermite_obreschkoff import (
     implicit_stats as implicit_stats,
 )
 from .taylor import order_counts as order_counts, Taylor as Taylor, TaylorState as TaylorState
+from .variable_order_hermite_obreschkoff import (
+    VariableOrderHermiteObreschkoff as VariableOrderHermiteObreschkoff,
+    VariableOrderHermiteObreschkoffState as VariableOrderHermiteObreschkoffState,
+)

@@ -222,6 +222,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     root_finder: optx.AbstractRootFinder
     root_find_max_steps: int = eqx.field(static=True)
     event: Any
+    # At least this many coefficients (orders 0..carry_order) are carried from a step's
+    # end to the next one's start: the pairs of `VariableOrderHermiteObreschkoff` carry
+    # as many as the highest of them needs, so that any of them can take the next step.
+    carry_order: int = eqx.field(static=True, default=0)
 
     solver_name: ClassVar[str] = "HermiteObreschkoff"
     jorba_zou_estimate: ClassVar[bool] = False
@@ -235,9 +239,11 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         root_find_max_steps: int = 10,
         *,
         event: Any = None,
+        carry_order: int = 0,
     ):
         self.method = resolve_method(method)
         self.event = event
+        self.carry_order = int(carry_order)
         for name, value in (("p", p), ("q", q)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"`{name}` must be a Python int; got {value!r}.")
@@ -295,13 +301,13 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     @property
     def _start_order(self) -> int:
         """The highest coefficient carried at a step's start."""
-        return self._companion[0]
+        return max(self._companion[0], self.carry_order)
 
     @property
     def _end_order(self) -> int:
         """The highest coefficient computed at a step's end."""
         pc, qc = self._companion
-        return max(pc, qc)
+        return max(pc, qc, self._start_order)
 
     def _newton_inverse(self, terms, t0, t1, y0, args) -> FactoredPadeInverse:
         """Q(hJ)^{-1}, factored, with J the vector field's Jacobian at (t1, y0) (`y0`:
@@ -584,8 +590,9 @@ def _rebuild_inverse(solver, terms, t0, t1, args, y):
 
 def implicit_stats(solution) -> dict[str, Any]:
     """Newton iterations and Jacobian evaluations of a
-    [`taylorode.HermiteObreschkoff`][] or [`taylorode.ExtrapolatedHermiteObreschkoff`][]
-    solve (for the latter, of all three sub-steps of each step).
+    [`taylorode.HermiteObreschkoff`][], [`taylorode.ExtrapolatedHermiteObreschkoff`][] or
+    [`taylorode.VariableOrderHermiteObreschkoff`][] solve (for the second, of all three
+    sub-steps of each step).
 
     diffrax's `solution.stats` has a fixed set of keys; these totals are kept in the
     solver state, which diffrax returns when asked for it.
@@ -603,6 +610,7 @@ def implicit_stats(solution) -> dict[str, Any]:
     batch axes of the solve.
     """
     state = getattr(solution, "solver_state", None)
+    state = getattr(state, "inner", state)  # VariableOrderHermiteObreschkoff's
     if not isinstance(state, HermiteObreschkoffState):
         raise ValueError(
             "`implicit_stats` reads the solver state of a `taylorode.HermiteObreschkoff` "
@@ -632,4 +640,8 @@ HermiteObreschkoff.__init__.__doc__ = """**Arguments:**
 - `event`: the `diffrax.Event` also passed to `diffeqsolve`, so that a step in which
     its conditions cross zero more than once is rejected (diffrax looks only at the
     ends of steps). [`taylorode.diffeqsolve`][] hands it over by itself.
+- `carry_order`: carry the coefficients of orders up to at least this one from a step's
+    end to the next step's start (the pairs of
+    [`taylorode.VariableOrderHermiteObreschkoff`][] carry what the highest of them
+    needs, so that any of them can take the next step); leave it at 0 otherwise.
 """

@@ -651,7 +651,8 @@ def check_orders(orders, method: AbstractTaylorMethod) -> tuple[int, ...]:
 
 
 def order_counts(solution) -> dict[int, Any]:
-    """Accepted steps per Taylor order in a solve by [`taylorode.Taylor`][].
+    """Accepted steps per order in a solve by [`taylorode.Taylor`][] (its Taylor orders)
+    or [`taylorode.VariableOrderHermiteObreschkoff`][] (the orders p + q of its pairs).
 
     diffrax's `solution.stats` has a fixed set of keys (accepted and rejected steps);
     the orders a `Taylor` solve used are kept in its solver state, which diffrax returns
@@ -668,9 +669,13 @@ def order_counts(solution) -> dict[int, Any]:
     batch axes of the solve); the counts sum to `solution.stats["num_accepted_steps"]`.
     """
     state = getattr(solution, "solver_state", None)
+    pairs = getattr(state, "pairs", None)  # VariableOrderHermiteObreschkoff's state
+    if pairs is not None:
+        return {p + q: state.counts[..., i] for i, (p, q) in enumerate(pairs)}
     if not isinstance(state, TaylorState):
         raise ValueError(
-            "`order_counts` reads the solver state of a `taylorode.Taylor` solve; pass "
+            "`order_counts` reads the solver state of a `taylorode.Taylor` or "
+            "`taylorode.VariableOrderHermiteObreschkoff` solve; pass "
             "`saveat=diffrax.SaveAt(..., solver_state=True)` to `diffeqsolve`."
         )
     return {q: state.counts[..., i] for i, q in enumerate(state.orders)}

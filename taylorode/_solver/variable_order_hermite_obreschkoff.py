@@ -1,0 +1,262 @@
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import optimistix as optx
+from diffrax import RESULTS, with_stepsize_controller_tols
+from jaxtyping import Array
+
+from .._coefficients import AbstractTaylorMethod
+from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
+from .._interop import filled_tolerances
+from .._jorba_zou import tolerance_scale
+from .._polynomial import stack
+from .._root_finder import PadeChord
+from .base import AbstractTaylorSolver
+from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
+
+
+# After a fall-back, the number of accepted steps at the lower pair before the higher
+# one is tried again: starts at _FIRST_WAIT, doubles with each fall-back that follows
+# a retry, at most _MAX_WAIT; halves again with each retry that succeeds.
+_FIRST_WAIT = 4
+_MAX_WAIT = 256
+
+
+class VariableOrderHermiteObreschkoffState(eqx.Module):
+    """What [`taylorode.VariableOrderHermiteObreschkoff`][] carries between steps.
+
+    - `inner`: the [`taylorode.HermiteObreschkoffState`][] shared by the pairs (the
+        coefficients at the current point, as many as the highest pair needs).
+    - `index`: the pair the next step starts with (an index into `pairs`).
+    - `wait`: accepted steps left at this pair before the next higher one is tried.
+    - `backoff`: the `wait` given after the next fall-back.
+    - `counts`: accepted steps per pair.
+    - `pairs`: the pairs (static).
+    """
+
+    inner: HermiteObreschkoffState
+    index: Array
+    wait: Array
+    backoff: Array
+    counts: Array
+    pairs: tuple[tuple[int, int], ...] = eqx.field(static=True)
+
+    @property
+    def newton_iterations(self) -> Array:
+        return self.inner.newton_iterations
+
+    @property
+    def jacobian_evaluations(self) -> Array:
+        return self.inner.jacobian_evaluations
+
+
+class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
+    r"""Hermite–Obreschkoff steps whose order adapts to what the problem allows: the
+    highest of a few L-stable pairs HO(p, q) whose Newton iteration converges, with a
+    fall-back to a lower pair inside the step.
+
+    Higher orders take longer steps where they work, but their Newton iteration fails
+    where the stiffness is extreme: along the stiff directions the Taylor
+    coefficients of order $i$ are the state's small deviation from the slow solution
+    times $\sim|h\lambda|^i$, so the higher the order, the more nonlinear the step's
+    equation (see [`taylorode.HermiteObreschkoff`][]'s "Limitation"). A fixed HO(2, 3)
+    then needs hundreds of thousands of steps where HO(1, 2) needs tens (atmospheric
+    chemistry, Robertson's kinetics). This solver needs no such choice:
+
+    - each step first tries the current pair; where its Newton iteration fails (or
+      gives a non-finite state), the same step is solved again at the next lower pair,
+      so that the step is not lost;
+    - after a fall-back, the lower pair takes the next few accepted steps (4, then
+      twice as many after each fall-back that follows, up to 256), then the higher pair
+      is tried again.
+
+    The pairs are compiled once each and dispatched with `lax.switch`; the fall-back
+    reuses the same compiled branches. Under `jax.vmap` a step starts at the highest
+    pair any trajectory is at, and the fall-back runs only where a trajectory needs it.
+
+    **Error estimate.** Each pair's own (see [`taylorode.HermiteObreschkoff`][]),
+    re-expressed at the highest pair's error order $k$: a component's error
+    $e$ at tolerance scale $\tau$, from a pair of error order $k_i$, becomes
+    $\tau (|e|/\tau)^{k/k_i}$, so that a controller that sizes steps with the static
+    exponent $1/k$ (`error_order`) sizes them for the pair that took the step, and
+    $|e| \le \tau$ is unchanged. Works with `diffrax.PIDController`.
+
+    **Dense output, events, switches.** As [`taylorode.HermiteObreschkoff`][]'s, from
+    the pair that took the step.
+
+    [`taylorode.implicit_stats`][] counts Newton iterations and Jacobians of all
+    attempts of accepted steps; [`taylorode.order_counts`][] the accepted steps per
+    order $p + q$.
+    """
+
+    pairs: tuple[HermiteObreschkoff, ...]
+    root_finder: optx.AbstractRootFinder
+    event: Any
+
+    solver_name: ClassVar[str] = "VariableOrderHermiteObreschkoff"
+    jorba_zou_estimate: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[int, int]] = ((1, 2), (2, 3)),
+        method: str | AbstractTaylorMethod = "recurrence",
+        root_finder: optx.AbstractRootFinder | None = None,
+        root_find_max_steps: int = 10,
+        *,
+        event: Any = None,
+    ):
+        try:
+            pairs = tuple((int(p), int(q)) for p, q in pairs)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`pairs` must be a sequence of (p, q) pairs of ints; got {pairs!r}."
+            ) from None
+        orders = [p + q for p, q in pairs]
+        if len(pairs) < 2 or orders != sorted(set(orders)):
+            raise ValueError(
+                "`pairs` must hold at least two (p, q) pairs of increasing order p + q; "
+                f"got {pairs}. For one pair use `taylorode.HermiteObreschkoff(p, q)`."
+            )
+        built = [HermiteObreschkoff(p, q, method, None, root_find_max_steps) for p, q in pairs]
+        for ho in built:
+            if not ho.is_a_stable:
+                raise ValueError(
+                    f"HO{(ho.p, ho.q)} is not A-stable; a stiff solver's pairs need "
+                    "p <= q <= p + 2 (L-stable for q = p + 1 or p + 2)."
+                )
+        carry = max(ho._start_order for ho in built)
+        self.pairs = tuple(
+            HermiteObreschkoff(p, q, ho.method, None, root_find_max_steps, carry_order=carry)
+            for (p, q), ho in zip(pairs, built)
+        )
+        if root_finder is None:
+            root_finder = with_stepsize_controller_tols(PadeChord)()
+        self.root_finder = root_finder
+        self.event = event
+
+    @property
+    def method(self) -> AbstractTaylorMethod:
+        return self.pairs[0].method
+
+    @property
+    def root_find_max_steps(self) -> int:
+        return self.pairs[0].root_find_max_steps
+
+    def _pair(self, i: int) -> HermiteObreschkoff:
+        """Pair `i`, with this solver's root finder (its tolerances filled in by
+        `diffeqsolve`) and event."""
+        ho = eqx.tree_at(lambda s: s.root_finder, self.pairs[i], self.root_finder, is_leaf=lambda x: x is None)
+        return eqx.tree_at(lambda s: s.event, ho, self.event, is_leaf=lambda x: x is None)
+
+    @property
+    def _orders(self) -> tuple[int, ...]:
+        return tuple(ho.p + ho.q for ho in self.pairs)
+
+    def order(self, terms) -> int:
+        return max(self._orders)
+
+    def error_order(self, terms) -> int:
+        return max(self._orders) + 1
+
+    def init(
+        self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args
+    ) -> VariableOrderHermiteObreschkoffState:
+        self._check_init(terms, y0)
+        top = len(self.pairs) - 1
+        return VariableOrderHermiteObreschkoffState(
+            inner=self._pair(top).init(terms, t0, t1, y0, args),
+            index=jnp.array(top, jnp.int32),
+            wait=jnp.array(0, jnp.int32),
+            backoff=jnp.array(_FIRST_WAIT, jnp.int32),
+            counts=jnp.zeros(len(self.pairs), jnp.int32),
+            pairs=tuple((ho.p, ho.q) for ho in self.pairs),
+        )
+
+    def step(
+        self,
+        terms,
+        t0: RealScalarLike,
+        t1: RealScalarLike,
+        y0: Y,
+        args: Args,
+        solver_state: VariableOrderHermiteObreschkoffState,
+        made_jump: BoolScalarLike,
+    ) -> tuple[Y, Y, DenseInfo, VariableOrderHermiteObreschkoffState, RESULTS]:
+        state = solver_state
+        width = max(self._orders) + 2  # dense output coefficients of the highest pair
+        tols = filled_tolerances(self.root_finder)
+        top_error_order = max(self._orders) + 1
+
+        def branch(i):
+            ho = self._pair(i)
+
+            def run(_):
+                out = ho._solve(terms, t0, t1, y0, args, state.inner, made_jump)
+                data, dense = ho._dense(out.inverse, out.cs, out.ds)
+                y_error = ho._across_switches(terms, t0, t1, args, data, dense, out.switches, out.y_error)
+                if tols is not None:
+                    # At the highest pair's error order (see the class doc).
+                    power = top_error_order / (ho.p + ho.q + 1)
+                    rtol, atol, _ = tols
+
+                    def rescaled(e, a, b):
+                        scale = tolerance_scale(rtol, atol, a, b).astype(e.dtype)
+                        return scale * (jnp.abs(e) / scale) ** power
+
+                    y_error = jtu.tree_map(rescaled, y_error, y0, out.y1)
+                dense = dense + [jtu.tree_map(jnp.zeros_like, dense[0])] * (width - len(dense))
+                return out.y1, y_error, stack(dense), out.state, out.result, out.failed
+
+            return run
+
+        branches = [branch(i) for i in range(len(self.pairs))]
+        # Attempts from the highest pair any trajectory is at, one pair lower each
+        # time, over one compiled switch: a trajectory takes part from its own pair
+        # down, until one attempt succeeds.
+        own = state.index
+        first = eqxi.unvmap_max(own)
+
+        def attempt(carry, a):
+            outcome, used, done = carry
+            index = jnp.maximum(first - a, 0).astype(jnp.int32)
+            active = ~done & (index <= own)
+            new = lax.cond(
+                eqxi.unvmap_any(active), lambda _: lax.switch(index, branches, None), lambda _: outcome, None
+            )
+            outcome = jtu.tree_map(lambda n, o: jnp.where(active, n, o), new, outcome)
+            used = jnp.where(active, index, used)
+            done = done | (active & ~new[-1])
+            return (outcome, used, done), None
+
+        shape = jax.eval_shape(branches[0], None)
+        empty = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+        start = (empty, own, jnp.array(False))
+        (outcome, used, _), _ = lax.scan(attempt, start, jnp.arange(len(self.pairs), dtype=jnp.int32))
+        y1, y_error, dense, inner, result, _ = outcome
+
+        # The pair the next step starts with.
+        top = len(self.pairs) - 1
+        fell_back = used < own
+        waiting = state.wait > 0
+        index = jnp.where(fell_back | waiting, used, jnp.minimum(used + 1, top))
+        wait = jnp.where(fell_back, state.backoff, jnp.maximum(state.wait - 1, 0))
+        backoff = jnp.where(
+            fell_back,
+            jnp.minimum(2 * state.backoff, _MAX_WAIT),
+            jnp.where(waiting, state.backoff, jnp.maximum(state.backoff // 2, _FIRST_WAIT)),
+        )
+        new_state = VariableOrderHermiteObreschkoffState(
+            inner=inner,
+            index=index.astype(jnp.int32),
+            wait=wait.astype(jnp.int32),
+            backoff=backoff.astype(jnp.int32),
+            counts=state.counts + jax.nn.one_hot(used, len(self.pairs), dtype=jnp.int32),
+            pairs=state.pairs,
+        )
+        return y1, y_error, dict(coeffs=dense), new_state, result
