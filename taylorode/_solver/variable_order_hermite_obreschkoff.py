@@ -76,8 +76,9 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
       twice as many after each fall-back that follows, up to 256), then the higher pair
       is tried again.
 
-    The pairs are compiled once each and dispatched with `lax.switch`; the fall-back
-    reuses the same compiled branches. Under `jax.vmap` a step starts at the highest
+    The pairs are compiled once each and dispatched with `lax.switch`, inside a loop of
+    attempts, so that the fall-back reuses the same compiled branches (compile time:
+    about the sum of the pairs' own). Under `jax.vmap` a step starts at the highest
     pair any trajectory is at, and the fall-back runs only where a trajectory needs it.
 
     **Error estimate.** Each pair's own (see [`taylorode.HermiteObreschkoff`][]),
@@ -90,9 +91,9 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
     **Dense output, events, switches.** As [`taylorode.HermiteObreschkoff`][]'s, from
     the pair that took the step.
 
-    [`taylorode.implicit_stats`][] counts Newton iterations and Jacobians of all
-    attempts of accepted steps; [`taylorode.order_counts`][] the accepted steps per
-    order $p + q$.
+    [`taylorode.implicit_stats`][] counts the Newton iterations and Jacobians of the
+    attempt that took each accepted step (a failed attempt before a fall-back is not
+    counted); [`taylorode.order_counts`][] the accepted steps per order $p + q$.
     """
 
     pairs: tuple[HermiteObreschkoff, ...]
@@ -260,3 +261,20 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
             pairs=state.pairs,
         )
         return y1, y_error, dict(coeffs=dense), new_state, result
+
+
+VariableOrderHermiteObreschkoff.__init__.__doc__ = """**Arguments:**
+
+- `pairs`: the (p, q) pairs to choose from, of increasing order p + q, each A-stable
+    (`p <= q <= p + 2`); default HO(1, 2) (order 3) and HO(2, 3) (order 5), both
+    L-stable. Each pair adds its compile time.
+- `method`: how Taylor coefficients are computed: `"recurrence"` (the default, our
+    engine), `"jet"`, `"jvp"`, or an `AbstractTaylorMethod` instance.
+- `root_finder`: the `optimistix` root finder of every pair; by default
+    [`taylorode.PadeChord`][] with the step-size controller's `rtol`/`atol`, as for
+    [`taylorode.HermiteObreschkoff`][].
+- `root_find_max_steps`: the most Newton iterations per attempt.
+- `event`: the `diffrax.Event` also passed to `diffeqsolve` (see
+    [`taylorode.HermiteObreschkoff`][]); [`taylorode.diffeqsolve`][] hands it over by
+    itself.
+"""
