@@ -17,10 +17,13 @@ and a reference state at t1 computed on first use, with a note on how it was che
   oscillator chain, a tanh MLP) with their points of expansion.
 
 Stiff, as `StiffProblem`s (`STIFF`): Robertson, Van der Pol mu = 1e3 and 1e6, a 1-D
-Brusselator; each right-hand side written once against an array namespace and used with
-`jax.numpy` (diffrax) and NumPy (scipy), analytic Jacobians (`check_jacobian` compares
-them with `jax.jacfwd`), references from scipy Radau at rtol 1e-13 cross-checked with a
-second scipy solver and, where published, the IVP Test Set's values.
+Brusselator, HIRES, POLLU (20 species) and the Oregonator; each right-hand side written
+once against an array namespace and used with `jax.numpy` (diffrax) and NumPy (scipy,
+CVODE), analytic Jacobians (`check_jacobian` compares them with `jax.jacfwd`),
+references from scipy Radau at rtol 1e-13 cross-checked with a second scipy solver or
+Radau at rtol 1e-12 and, where published, the IVP Test Set's values (ROBER, VDPOL,
+HIRES, POLLU). HIRES and POLLU are compared by the relative error floored at atol/rtol
+(`floored_relative_errors`), Robertson by the pure relative error.
 
 heyoka is imported only where a heyoka system or reference is built.
 """
@@ -923,11 +926,306 @@ def brusselator_problem(n=BRUSS_N):
     )
 
 
+# HIRES -----------------------------------------------------------------------------
+
+
+HIRES_T1 = 321.8122
+HIRES_Y0 = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057])
+# IVP Test Set (Mazzia & Magherini), problem HIRES, y(321.8122).
+HIRES_PUBLISHED = np.array(
+    [
+        0.7371312573325668e-3,
+        0.1442485726316185e-3,
+        0.5888729740967575e-4,
+        0.1175651343283149e-2,
+        0.2386356198831331e-2,
+        0.6238968252742796e-2,
+        0.2849998395185769e-2,
+        0.2850001604814231e-2,
+    ]
+)
+# atol = STIFF_KINETICS_ATOL_FACTOR tol (rtol = tol) for HIRES, POLLU and the
+# Oregonator, and the floor of their relative errors (`floored_relative_errors`).
+STIFF_KINETICS_ATOL_FACTOR = 1e-6
+
+
+def hires_rhs(y, xp):
+    y1, y2, y3, y4, y5, y6, y7, y8 = (y[i] for i in range(8))
+    r = 280 * y6 * y8
+    return xp.stack(
+        [
+            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+            1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            r - 1.81 * y7,
+            -r + 1.81 * y7,
+        ]
+    )
+
+
+def hires_jac(t, y):
+    j = np.array(
+        [
+            [-1.71, 0.43, 8.32, 0, 0, 0, 0, 0],
+            [1.71, -8.75, 0, 0, 0, 0, 0, 0],
+            [0, 0, -10.03, 0.43, 0.035, 0, 0, 0],
+            [0, 8.32, 1.71, -1.12, 0, 0, 0, 0],
+            [0, 0, 0, 0, -1.745, 0.43, 0.43, 0],
+            [0, 0, 0, 0.69, 1.71, -0.43, 0.69, 0],
+            [0, 0, 0, 0, 0, 0, -1.81, 0],
+            [0, 0, 0, 0, 0, 0, 1.81, 0],
+        ],
+        dtype=np.float64,
+    )
+    # d(280 y6 y8) / dy6 and / dy8, in rows 6, 7, 8 with signs -, +, -.
+    for row, sign in ((5, -1), (6, 1), (7, -1)):
+        j[row, 5] += sign * 280 * y[7]
+        j[row, 7] += sign * 280 * y[5]
+    return j
+
+
+def floored_relative_errors(floor):
+    """(y, ref) -> {"floored rel err": max_i |y_i - ref_i| / (|ref_i| + floor),
+    "max rel err": max_i |y_i - ref_i| / |ref_i|}: the first is the IVP Test Set's
+    mixed measure ("mescd" = -log10 of it) with atol/rtol = floor, the relative error
+    of every component above the floor; the second its pure relative error ("scd")."""
+
+    def errors(y, ref):
+        y = np.asarray(y, dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        err = np.abs(y - ref)
+        return {
+            "floored rel err": float(np.max(err / (np.abs(ref) + floor))),
+            "max rel err": float(np.max(err / np.abs(ref))),
+        }
+
+    return errors
+
+
+def hires_problem():
+    floor = STIFF_KINETICS_ATOL_FACTOR
+    return StiffProblem(
+        key="hires",
+        title="HIRES (Schaefer 1975; HW II, IV.10), 8 species, "
+        f"y0 = (1, 0, 0, 0, 0, 0, 0, 0.0057), t in [0, {HIRES_T1}]",
+        label="HIRES",
+        vector_field=_for_jax(hires_rhs),
+        rhs=_for_numpy(hires_rhs),
+        jac=hires_jac,
+        y0=HIRES_Y0,
+        t1=HIRES_T1,
+        atol_factor=floor,
+        reference_run=ScipyRun("Radau", 1e-13, 1e-19),
+        check_runs=(ScipyRun("Radau", 1e-12, 1e-18),),
+        published=HIRES_PUBLISHED,
+        published_source="IVP Test Set, HIRES",
+        remarks=(
+            f"Every solver uses atol = {floor:g} tol (rtol = tol). The components at "
+            "t1 lie between 5.9e-5 (y3) and 6.2e-3 (y6), so the mixed error is "
+            "an absolute one there: **floored rel err** = max_i |y_i - ref_i| / "
+            f"(|ref_i| + {floor:g}) (the IVP Test Set's mixed measure, mescd = "
+            f"-log10 of it, with atol/rtol = {floor:g}; here within 2% of the "
+            "pure relative error) is the error of the work-precision comparison; "
+            "**max rel err** is the pure relative error (the test set's scd). "
+            "y7 + y8 = 0.0057 is conserved"
+        ),
+        extra_errors=floored_relative_errors(floor),
+        comparison_error="floored rel err",
+    )
+
+
+# POLLU -----------------------------------------------------------------------------
+
+
+# Verwer (1994), as in the IVP Test Set (problem POLLU): 20 species, 25 reactions.
+POLLU_K = np.array(
+    [
+        0.35e0, 0.266e2, 0.123e5, 0.86e-3, 0.82e-3, 0.15e5, 0.13e-3, 0.24e5, 0.165e5,
+        0.9e4, 0.22e-1, 0.12e5, 0.188e1, 0.163e5, 0.48e7, 0.35e-3, 0.175e-1, 0.1e9,
+        0.444e12, 0.124e4, 0.21e1, 0.578e1, 0.474e-1, 0.178e4, 0.312e1,
+    ]
+)
+# The reactants of reaction k (0-based species indices): r_k = K_k prod_j y_j.
+POLLU_REACTANTS = (
+    (0,), (1, 3), (4, 1), (6,), (6,), (6, 5), (8,), (8, 5), (10, 1), (10, 0),
+    (12,), (9, 1), (13,), (0, 5), (2,), (3,), (3,), (15,), (15,), (16, 5),
+    (18,), (18,), (0, 3), (18, 0), (19,),
+)
+POLLU_T1 = 60.0
+POLLU_Y0 = np.zeros(20)
+POLLU_Y0[[1, 3, 6, 7, 8, 16]] = (0.2, 0.04, 0.1, 0.3, 0.01, 0.007)
+# IVP Test Set, problem POLLU, y(60).
+POLLU_PUBLISHED = np.array(
+    [
+        0.5646255480022769e-01, 0.1342484130422339e+00, 0.4139734331099427e-08,
+        0.5523140207484359e-02, 0.2018977262302196e-06, 0.1464541863493966e-06,
+        0.7784249118997964e-01, 0.3245075353396018e+00, 0.7494013383880406e-02,
+        0.1622293157301561e-07, 0.1135863833257075e-07, 0.2230505975721359e-02,
+        0.2087162882798630e-03, 0.1396921016840158e-04, 0.8964884856898295e-02,
+        0.4352846369330103e-17, 0.6899219696263405e-02, 0.1007803037365946e-03,
+        0.1772146513969984e-05, 0.5682943292316392e-04,
+    ]
+)
+
+
+def pollu_rates(y, xp):
+    """The 25 reaction rates r_k = K_k prod(y[j] for j in POLLU_REACTANTS[k])."""
+    rates = []
+    for k, species in zip(POLLU_K, POLLU_REACTANTS):
+        r = float(k) * y[species[0]]
+        for j in species[1:]:
+            r = r * y[j]
+        rates.append(r)
+    return rates
+
+
+def pollu_net(r, xp):
+    """dy/dt from the rates r[0..24] (Verwer's equations, 1-based r as in the paper)."""
+    r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13 = r[:13]
+    r14, r15, r16, r17, r18, r19, r20, r21, r22, r23, r24, r25 = r[13:]
+    return xp.stack(
+        [
+            -r1 - r10 - r14 - r23 - r24 + r2 + r3 + r9 + r11 + r12 + r22 + r25,
+            -r2 - r3 - r9 - r12 + r1 + r21,
+            -r15 + r1 + r17 + r19 + r22,
+            -r2 - r16 - r17 - r23 + r15,
+            -r3 + 2 * r4 + r6 + r7 + r13 + r20,
+            -r6 - r8 - r14 - r20 + r3 + 2 * r18,
+            -r4 - r5 - r6 + r13,
+            r4 + r5 + r6 + r7,
+            -r7 - r8,
+            -r12 + r7 + r9,
+            -r9 - r10 + r8 + r11,
+            r9,
+            -r11 + r10,
+            -r13 + r12,
+            r14,
+            -r18 - r19 + r16,
+            -r20,
+            r20,
+            -r21 - r22 - r24 + r23 + r25,
+            -r25 + r24,
+        ]
+    )
+
+
+def pollu_rhs(y, xp):
+    return pollu_net(pollu_rates(y, xp), xp)
+
+
+# The stoichiometric matrix (20 x 25): column k is dy/dt when r = e_k.
+POLLU_STOICHIOMETRY = pollu_net(list(np.eye(25)), np)
+
+
+def pollu_jac(t, y):
+    """S dr/dy, with dr_k/dy_j = K_k prod of the other reactants of reaction k."""
+    drdy = np.zeros((25, 20))
+    for k, (rate, species) in enumerate(zip(POLLU_K, POLLU_REACTANTS)):
+        for i, j in enumerate(species):
+            others = species[:i] + species[i + 1 :]
+            drdy[k, j] += rate * np.prod([y[m] for m in others])
+    return POLLU_STOICHIOMETRY @ drdy
+
+
+def pollu_problem():
+    floor = STIFF_KINETICS_ATOL_FACTOR
+    return StiffProblem(
+        key="pollu",
+        title="POLLU (Verwer 1994; IVP Test Set), air pollution kinetics, 20 species, "
+        f"25 reactions, t in [0, {POLLU_T1:g}]",
+        label="POLLU",
+        vector_field=_for_jax(pollu_rhs),
+        rhs=_for_numpy(pollu_rhs),
+        jac=pollu_jac,
+        y0=POLLU_Y0,
+        t1=POLLU_T1,
+        atol_factor=floor,
+        reference_run=ScipyRun("Radau", 1e-13, 1e-20),
+        check_runs=(ScipyRun("Radau", 1e-12, 1e-18),),
+        published=POLLU_PUBLISHED,
+        published_source="IVP Test Set, POLLU",
+        remarks=(
+            f"Every solver uses atol = {floor:g} tol (rtol = tol). The components at "
+            "t1 span 4.4e-18 (y16) to 0.32 (y8), and the mixed error sees only the "
+            "largest: **floored rel err** = max_i |y_i - ref_i| / "
+            f"(|ref_i| + {floor:g}) (the IVP Test Set's mixed measure, mescd = "
+            f"-log10 of it, with atol/rtol = {floor:g}: the relative error of the 15 "
+            "components above 1e-6, absolute, scaled by 1e-6, below) is the error "
+            "of the work-precision comparison; **max rel err** is the pure relative "
+            "error (the test set's scd), y16 included"
+        ),
+        extra_errors=floored_relative_errors(floor),
+        comparison_error="floored rel err",
+    )
+
+
+# Oregonator ------------------------------------------------------------------------
+
+
+OREGO_S, OREGO_Q, OREGO_W = 77.27, 8.375e-6, 0.161
+OREGO_T1 = 360.0
+
+
+def oregonator_rhs(y, xp):
+    y1, y2, y3 = y[0], y[1], y[2]
+    return xp.stack(
+        [
+            OREGO_S * (y2 + y1 * (1 - OREGO_Q * y1 - y2)),
+            (y3 - (1 + y1) * y2) / OREGO_S,
+            OREGO_W * (y1 - y3),
+        ]
+    )
+
+
+def oregonator_jac(t, y):
+    s, q, w = OREGO_S, OREGO_Q, OREGO_W
+    return np.array(
+        [
+            [s * (1 - 2 * q * y[0] - y[1]), s * (1 - y[0]), 0.0],
+            [-y[1] / s, -(1 + y[0]) / s, 1 / s],
+            [w, 0.0, -w],
+        ]
+    )
+
+
+def oregonator_problem():
+    factor = STIFF_KINETICS_ATOL_FACTOR
+    return StiffProblem(
+        key="oregonator",
+        title="Oregonator (Field-Noyes; HW II, IV.1), y1' = 77.27 (y2 + y1 (1 - "
+        "8.375e-6 y1 - y2)), y2' = (y3 - (1 + y1) y2) / 77.27, y3' = 0.161 (y1 - y3), "
+        f"y0 = (1, 2, 3), t in [0, {OREGO_T1:g}]",
+        label="Oregonator",
+        vector_field=_for_jax(oregonator_rhs),
+        rhs=_for_numpy(oregonator_rhs),
+        jac=oregonator_jac,
+        y0=np.array([1.0, 2.0, 3.0]),
+        t1=OREGO_T1,
+        atol_factor=factor,
+        reference_run=ScipyRun("Radau", 1e-13, 1e-13 * factor),
+        check_runs=(ScipyRun("Radau", 1e-12, 1e-12 * factor),),
+        remarks=(
+            f"Every solver uses atol = {factor:g} tol (rtol = tol): along the orbit "
+            "y1 runs from 1 to 1.2e5, y2 from 3.0e-3 to 1.8e3, y3 from 1.0 to 3.1e4, "
+            "so this is relative control throughout. At t1 (y = (1.0008, 1228, 132)) "
+            "the mixed error is within a factor 2 of the relative error. A periodic "
+            "relaxation oscillation (period about 300) with steep fronts, where an "
+            "error in the phase shows up as a large error in the state"
+        ),
+    )
+
+
 STIFF = {
     "robertson": robertson_problem,
     "vdp1e3": lambda: vdp_problem(1e3, "vdp1e3"),
     "vdp1e6": lambda: vdp_problem(1e6, "vdp1e6"),
     "brusselator": brusselator_problem,
+    "hires": hires_problem,
+    "pollu": pollu_problem,
+    "oregonator": oregonator_problem,
 }
 
 

@@ -1,0 +1,86 @@
+"""The stiff benchmark problems HIRES, POLLU and the Oregonator (benchmarks/_problems.py):
+the JAX right-hand side equals the NumPy one, the analytic Jacobian equals
+`jax.jacfwd`, and HermiteObreschkoff(1, 2) over a short horizon agrees with scipy
+Radau at a tight tolerance."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import taylorode
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import _problems as P  # noqa: E402
+
+
+# key -> the short horizon of the HO solve (a few fast transients, some slow drift).
+SHORT = {"hires": 5.0, "pollu": 1.0, "oregonator": 10.0}
+
+
+# key -> (lo, hi): random states have components 10^u, u uniform in [lo, hi] (the
+# ranges the components cover along the solution, roughly).
+RANGES = {
+    "hires": (np.full(8, -6.0), np.full(8, 0.0)),
+    "pollu": (np.full(20, -18.0), np.full(20, -0.5)),
+    "oregonator": (np.array([0.0, -2.5, 0.0]), np.array([5.0, 3.2, 4.5])),
+}
+
+
+def states(problem, n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    lo, hi = RANGES[problem.key]
+    return [10.0 ** rng.uniform(lo, hi) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", params=sorted(SHORT))
+def problem(request):
+    return P.STIFF[request.param]()
+
+
+def test_jax_rhs_equals_numpy_rhs(problem):
+    for y in states(problem):
+        f_jax = np.asarray(problem.vector_field(0.0, jnp.asarray(y), None))
+        f_np = problem.rhs(0.0, y)
+        assert f_jax.shape == f_np.shape == y.shape
+        np.testing.assert_allclose(f_jax, f_np, rtol=1e-12, atol=1e-300)
+
+
+def test_jacobian_equals_jacfwd(problem):
+    jacfwd = jax.jacfwd(lambda z: problem.vector_field(0.0, z, None))
+    for y in [problem.y0, *states(problem)]:
+        assert P.check_jacobian(problem, y) < 1e-13
+        # Entry by entry too: POLLU's entries span 20 decades.
+        np.testing.assert_allclose(
+            P._dense(problem.jac)(0.0, y), np.asarray(jacfwd(jnp.asarray(y))),
+            rtol=1e-12, atol=1e-300,
+        )
+
+
+def test_ho12_agrees_with_radau_on_a_short_horizon(problem):
+    short = dataclasses.replace(problem, t1=SHORT[problem.key])
+    factor = problem.atol_factor
+    reference = short.solve(P.ScipyRun("Radau", 1e-12, 1e-12 * factor)).y[:, -1]
+    sol = jax.jit(
+        lambda y0: diffrax.diffeqsolve(
+            diffrax.ODETerm(short.vector_field),
+            taylorode.HermiteObreschkoff(1, 2),
+            t0=0.0,
+            t1=short.t1,
+            dt0=None,
+            y0=y0,
+            stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6 * factor),
+            max_steps=20_000,
+        )
+    )(jnp.asarray(short.y0))
+    assert sol.result == diffrax.RESULTS.successful
+    y1 = np.asarray(sol.ys[-1])
+    # Relative error, floored at atol / rtol (the problems' error convention).
+    error = np.max(np.abs(y1 - reference) / (np.abs(reference) + factor))
+    assert error < 1e-4, (error, y1, reference)
