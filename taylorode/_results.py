@@ -21,6 +21,9 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `nonfinite_initial_state`: `y0` holds a NaN or an infinity;
     - `singular_vector_field`: the Taylor coefficients of the vector field are not
         finite at a finite state, i.e. the field is singular there;
+    - `implicit_step_stalled`: an implicit solver's Newton iteration kept failing as
+        its steps shrank (diffrax reports `nonlinear_divergence` or
+        `nonlinear_max_steps_reached`);
     - `invalid_tolerance`: the step-size controller's `rtol` or `atol` is negative or
         not finite, or both are zero (tolerances given as traced values, checked at run
         time; concrete ones raise at trace time).
@@ -46,6 +49,15 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "way.)"
     )
 
+    implicit_step_stalled = (
+        "The implicit step's Newton iteration kept failing, down to steps a millionth of "
+        "the last accepted one, so no smaller step would help. Higher "
+        "Hermite-Obreschkoff pairs fail where a problem is very stiff: use "
+        "`taylorode.VariableOrderHermiteObreschkoff()`, which falls back to a lower "
+        "pair, or `taylorode.HermiteObreschkoff(1, 2)`. (A vector field that is not "
+        "differentiable where the step ends, or a wrong Taylor rule of yours, ends the "
+        "same way.)"
+    )
     invalid_tolerance = (
         "The step-size controller's tolerances are invalid: `rtol` and `atol` must be "
         "finite and non-negative, and not both zero."
@@ -77,6 +89,8 @@ def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None
     if taylor_solver:
         singular = finite & (result == RESULTS.nonfinite)
         result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
+        stalled = (result == RESULTS.nonlinear_divergence) | (result == RESULTS.nonlinear_max_steps_reached)
+        result = RESULTS.where(stalled, RESULTS.implicit_step_stalled, result)
     result = RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
     rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
     if rtol is not None and atol is not None and _traced(rtol, atol):

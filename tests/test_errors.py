@@ -214,3 +214,20 @@ def test_diffeqsolve_names_the_cause_per_trajectory():
     grad = jax.grad(end)(jnp.array(2.0))
     fd = (end(jnp.array(2.0 + 1e-5)) - end(jnp.array(2.0 - 1e-5))) / 2e-5
     assert abs(float(grad - fd)) < 1e-6
+
+
+def test_an_implicit_step_that_cannot_succeed_ends_the_solve():
+    # The field is NaN for t > 0.5 and the solve starts at 0.5: every step fails, at
+    # any length. Once a step fails at a millionth of the last accepted one, the solve
+    # ends (10 steps) and says why, instead of rejecting until max_steps.
+    def field(t, y, args):
+        return -y + jnp.where(t > 0.5, jnp.nan, 0.0)
+
+    sol = taylorode.diffeqsolve(
+        diffrax.ODETerm(field), taylorode.HermiteObreschkoff(1, 2), 0.5, 1.0, None,
+        jnp.array([1.0, 2.0]), stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-8),
+        max_steps=4096, throw=False,
+    )
+    assert bool(sol.result == taylorode.RESULTS.singular_vector_field)
+    assert int(sol.stats["num_steps"]) < 20
+    assert np.asarray(sol.ys[-1]).tolist() == [1.0, 2.0]

@@ -10,7 +10,7 @@ from .._coefficients import AbstractTaylorMethod
 from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._polynomial import stack
 from .base import AbstractTaylorSolver, all_finite, reference_step
-from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
+from .hermite_obreschkoff import end_if_stalled, HermiteObreschkoff, HermiteObreschkoffState
 
 
 class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
@@ -208,6 +208,7 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
         # the field must have ends that agree to the tolerance.
         data, dense = ho._dense(full.inverse, full.cs, ds)
         y_error = ho._across_switches(terms, t0, t1, args, data, dense, switches, y_error)
+        y1, y_error, result = end_if_stalled(failed, h, state.h_ref, y0, y1, y_error, result)
         return y1, y_error, dict(coeffs=stack(dense)), new_state, result
 
 

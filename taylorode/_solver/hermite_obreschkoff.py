@@ -128,7 +128,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     entries grow like $|h\lambda|^q$. The iteration goes on while it contracts (up to
     `root_find_max_steps`); a solve that diverges makes the error estimate infinite, so
     the controller rejects the step and retries with a smaller one (as
-    `diffrax.Kvaerno5` does).
+    `diffrax.Kvaerno5` does). Where it fails even at a millionth of the last accepted
+    step's length, no smaller step helps: the solve then ends with the iteration's
+    `RESULTS` (`RESULTS.nonfinite` for non-finite values) instead of rejecting steps
+    until `max_steps`; [`taylorode.diffeqsolve`][] names the cause.
 
     **Error estimate.** The residual at $y_1$ of a companion relation of order
     $p + q + 1$, multiplied by the inverse Newton matrix: to leading order $y_1$ minus
@@ -357,7 +360,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         out = self._solve(terms, t0, t1, y0, args, solver_state, made_jump)
         data, dense = self._dense(out.inverse, out.cs, out.ds)
         y_error = self._across_switches(terms, t0, t1, args, data, dense, out.switches, out.y_error)
-        return out.y1, y_error, dict(coeffs=stack(dense)), out.state, out.result
+        y1, y_error, result = end_if_stalled(
+            out.failed, t1 - t0, solver_state.h_ref, y0, out.y1, y_error, out.result
+        )
+        return y1, y_error, dict(coeffs=stack(dense)), out.state, result
 
     def _dense(self, inverse, cs, ds) -> tuple[list, list]:
         """`(data, dense)`: the data at both ends filtered to stay bounded along stiff
@@ -530,6 +536,28 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         increment = jtu.tree_map(lambda d: jnp.where(made_jump, jnp.zeros_like(d), d), state.increment)
         return eqx.tree_at(lambda s: s.increment, state, increment)
 
+
+
+# An implicit step that fails even at this fraction of the last accepted step's length
+# has stalled: no smaller step will help.
+STALL_RATIO = 1e-6
+
+
+def end_if_stalled(failed, h, h_ref, y0, y1, y_error, result):
+    """`(y1, y_error, result)` of an implicit step, ending the solve where it stalled.
+
+    A failed step (its Newton iteration did not converge, or its state is not finite)
+    is rejected, and the controller retries with a shorter one. Where it fails even at
+    `STALL_RATIO` times the last accepted step's length, no shorter step will help, and
+    rejecting until `max_steps` would hide why: the step is then accepted as it is (the
+    state kept, a zero estimate) with the iteration's own `RESULTS` (non-finite values:
+    `RESULTS.nonfinite`), which ends the solve, per trajectory and honouring
+    `throw=False`. [`taylorode.diffeqsolve`][] names the cause."""
+    stalled = failed & (jnp.abs(h) < STALL_RATIO * jnp.abs(h_ref))
+    y1 = jtu.tree_map(lambda a, b: jnp.where(stalled, a, b), y0, y1)
+    y_error = jtu.tree_map(lambda e: jnp.where(stalled, jnp.zeros_like(e), e), y_error)
+    cause = RESULTS.where(result == RESULTS.successful, RESULTS.nonfinite, result)
+    return y1, y_error, RESULTS.where(stalled, cause, result)
 
 
 def _dense_data(p, q, inverse, cs, ds):

@@ -18,7 +18,7 @@ from .._jorba_zou import tolerance_scale
 from .._polynomial import stack
 from .._root_finder import PadeChord
 from .base import AbstractTaylorSolver
-from .hermite_obreschkoff import HermiteObreschkoff, HermiteObreschkoffState
+from .hermite_obreschkoff import end_if_stalled, HermiteObreschkoff, HermiteObreschkoffState
 
 
 # After a fall-back, the number of accepted steps at the lower pair before the higher
@@ -239,7 +239,8 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         empty = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
         start = (empty, own, jnp.array(False))
         (outcome, used, _), _ = lax.scan(attempt, start, jnp.arange(len(self.pairs), dtype=jnp.int32))
-        y1, y_error, dense, inner, result, _ = outcome
+        y1, y_error, dense, inner, result, failed = outcome
+        y1, y_error, result = end_if_stalled(failed, t1 - t0, state.inner.h_ref, y0, y1, y_error, result)
 
         # The pair the next step starts with.
         top = len(self.pairs) - 1
