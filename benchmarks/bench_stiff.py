@@ -18,6 +18,9 @@ and tolerances 1e-4 ... 1e-10 (rtol = tol, atol = tol except where said), the so
 - `CVODE(BDF)`: SUNDIALS CVODE (variable-order BDF, orders 1-5, Newton with a dense
   direct solver) through scikit-sundae (`sksundae.cvode.CVODE`), with the analytic
   Jacobian, dense; reported as failed, with the reason, where sksundae is absent;
+- `VOHO+PID`: `taylorode.VariableOrderHermiteObreschkoff()` (HO(1, 2) and HO(2, 3),
+  each step with the higher one where its Newton iteration converges) with
+  `diffrax.PIDController`; its order column counts accepted steps per order;
 - `HO(p,q)+PID`: `taylorode.HermiteObreschkoff(p, q)` with `diffrax.PIDController`,
   for each pair given by `--ho` (default 2,3 and 3,4). Skipped, with a note, where
   this checkout of taylorode has no `HermiteObreschkoff`.
@@ -152,6 +155,31 @@ def run_scipy(problem, tol, settings, method, order):
         stats=dict(nfev=sol.nfev, njev=sol.njev, nlu=sol.nlu),
     )
     return finish(problem, r, y1, nfev=sol.nfev, jac_evals=sol.njev, nlu=sol.nlu)
+
+
+@SOLVERS.add("VOHO+PID")
+def variable_order_ho(problem, tol, settings):
+    """`taylorode.VariableOrderHermiteObreschkoff()` (pairs HO(1, 2) and HO(2, 3)) with
+    diffrax's PIDController; order column: accepted steps per order (3 and 5)."""
+    def outputs(sol):
+        return dict(taylorode.implicit_stats(sol), counts=taylorode.order_counts(sol))
+
+    r = run_diffrax(
+        problem,
+        taylorode.VariableOrderHermiteObreschkoff(),
+        diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
+        settings,
+        order="3/5",
+        saveat=diffrax.SaveAt(t1=True, solver_state=True),
+        outputs=outputs,
+    )
+    out = r["outputs"] or {}
+    if "counts" in out:
+        r["order"] = h.fmt_order({q: int(n) for q, n in out["counts"].items()})
+    return finish(
+        problem, r, r["y1"], newton=out.get("newton_iterations"),
+        jac_evals=out.get("jacobian_evaluations"),
+    )
 
 
 @SOLVERS.add("scipy Radau")
@@ -495,8 +523,14 @@ def summary(problem, rows, targets):
                 continue
             ms = at_error(by[other], target, h.run_ms, error)
             others.append(f"{other} {fmt_at(*ms, '.3g', ' ms')}")
+            notes = []
             if best is not None and ms[0] is not None:
-                others[-1] += f" ({ms[0] / ho_ms[0]:.2f}x {name})"
+                notes.append(f"{ms[0] / ho_ms[0]:.2f}x {name}")
+            k5_ratio = ratio(k5_ms[0], ms[0])
+            if k5_ratio is not None:
+                notes.append(f"Kvaerno5 / this {k5_ratio:.2f}")
+            if notes:
+                others[-1] += f" ({'; '.join(notes)})"
         if others:
             info.append(f"at {error_name(problem)} {target:.0e}: " + "; ".join(others))
     lines += [
