@@ -21,6 +21,7 @@ so the Taylor coefficients are unchanged; only the program shape differs. The pa
 applies only where it batches something, so vectorised fields pass through unchanged.
 """
 
+import contextlib
 from collections import defaultdict, deque
 
 import jax
@@ -224,10 +225,12 @@ class _Evaluator:
             env[v] = x
         for kind, eqns in _waves(jaxpr):
             if kind == "group" and len(eqns) > 1:
-                self.group(eqns, read, env)
+                with _from_source(eqns[0]):
+                    self.group(eqns, read, env)
             else:
                 for eqn in eqns:
-                    self.one(eqn, read, env)
+                    with _from_source(eqn):
+                        self.one(eqn, read, env)
         return [self.array(read(v), v.aval) if not isinstance(v, jex_core.Literal) else v.val
                 for v in jaxpr.outvars]
 
@@ -283,6 +286,19 @@ class _Evaluator:
         outs = out if eqn.primitive.multiple_results else [out]
         for v, x in zip(eqn.outvars, outs):
             env[v] = x
+
+
+def _from_source(eqn):
+    """A context in which new equations carry `eqn`'s source information (as
+    `jax.core.eval_jaxpr` does), so that the rewritten jaxpr still points to the user's
+    code: the engine names that place in its errors."""
+    try:
+        from jax._src import source_info_util
+
+        info = eqn.source_info
+        return source_info_util.user_context(info.traceback, name_stack=info.name_stack)
+    except Exception:  # pragma: no cover - private API moved
+        return contextlib.nullcontext()
 
 
 class _Lit:

@@ -1,5 +1,7 @@
 """taylorode's own Taylor-mode engine: per-primitive recurrences over a jaxpr."""
 
+import functools
+import os
 from typing import ClassVar
 
 import equinox as eqx
@@ -7,22 +9,25 @@ import jax
 import jax.extend.core as jex_core
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jax import lax
 
 from .._custom_taylor import CUSTOM_RULES
 from .._errors import TaylorRuleError
+from . import _rules_linalg  # noqa: F401  (registers the linear-algebra rules into RULES)
 from ._base import AbstractTaylorMethod, SwitchSeries, flatten_state, output_leaves
 from ._batching import batch_scalars
 from ._collect import collecting, current
 from ._rules import (
-    Const,
     CUSTOM_JVP_RULES,
     LINEAR,
     RULES,
     ZERO_DERIVATIVE,
+    Const,
     coeff,
     linear_rule,
     series_of,
 )
+from ._state import flatten, snapshot, unflatten
 from ._switches import NOT_SWITCHES, SWITCHING, is_real_series, switching_series
 
 
@@ -34,15 +39,21 @@ _CALLS = {
 }
 
 
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _where(eqn) -> str | None:
-    """`file:line (function)` of the user code that produced an equation, if known."""
+    """`file:line (function)` of the user code that produced an equation, if known (not
+    for equations this engine traced itself, such as a custom JVP's program: their
+    callers pass the place of the call instead. The engine's rewrites of the user's
+    jaxpr, such as `_batching.py`, keep the original source information.)"""
     try:
         from jax._src import source_info_util
 
         frame = source_info_util.user_frame(eqn.source_info.traceback)
     except Exception:  # pragma: no cover - private API moved
         return None
-    if frame is None:
+    if frame is None or os.path.dirname(os.path.abspath(frame.file_name)) == _ENGINE_DIR:
         return None
     return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"
 
@@ -133,7 +144,7 @@ class _Expander:
         site = _where(eqn) or self.site
         ctx["site"] = site
         rule = _rule(eqn, site)  # raises here, at trace time, for an unsupported primitive
-        if rule in (_call_rule, _cond_rule):
+        if rule in (_call_rule, _cond_rule, _scan_rule):
             outs = rule(0, ins, [None] * len(eqn.outvars), ctx, _eqn=eqn)
         else:
             outs = _bind(eqn, [coeff(x, 0) for x in ins])
@@ -147,7 +158,7 @@ class _Expander:
 
 
 def _params(eqn) -> dict:
-    if eqn.primitive.name in _CALLS or eqn.primitive.name in ("cond", "custom_jvp_call"):
+    if eqn.primitive.name in _CALLS or eqn.primitive.name in ("cond", "scan", "custom_jvp_call", "custom_linear_solve"):
         return dict(_eqn=eqn)
     return dict(eqn.params)
 
@@ -273,6 +284,192 @@ def _cond_rule(k, ins, outs, ctx, _eqn):
     return picked
 
 
+def _inexact(aval) -> bool:
+    return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def _as_aval(x, aval):
+    """`x` as an array of `aval`'s shape and dtype (strongly typed, as a scan's carry
+    must be)."""
+    x = lax.convert_element_type(x, aval.dtype)
+    return x if x.shape == aval.shape else jnp.broadcast_to(x, aval.shape)
+
+
+def _loop_extras(collector, k, have):
+    """What a loop body's expansion reports besides coefficients, for one iteration at
+    order k: the coefficients of its switching functions not yet reported (series `s`
+    has orders `have[s]..` to report, as far as it goes: a switching function inside a
+    derived rule runs one order behind), and whether any validity check fails.
+    Returns `(values, have, flag)` (`flag` is `None` without checks)."""
+    values, new_have = [], []
+    for s, fn in enumerate(collector.series):
+        start = have[s] if s < len(have) else 0
+        vals = []
+        for j in range(start, k + 1):
+            c = fn(j)
+            if c is None:
+                break
+            vals.append(jnp.asarray(c))
+        values.append(vals)
+        new_have.append(start + len(vals))
+    flag = None
+    if collector.checks:
+        flag = jnp.any(jnp.stack([jnp.any(check()) for check in collector.checks]))
+    return values, new_have, flag
+
+
+def _stacked_series(coeffs: list):
+    return lambda j: coeffs[j] if j < len(coeffs) else None
+
+
+def _any_of(flags: list):
+    return lambda: jnp.any(jnp.stack(flags))
+
+
+def _report_loop_extras(ctx, values, flags, opaque) -> None:
+    """Pass a loop body's switching functions (one per iteration and function: the
+    stacked values become one series of the loop), its validity checks and its
+    switches the engine cannot see into on to the expansion's collector."""
+    collector = current()
+    if collector is None:
+        return
+    switch = ctx.setdefault("switch", [])
+    for s, vals in enumerate(values):
+        if s == len(switch):
+            switch.append([])
+            collector.series.append(_stacked_series(switch[s]))
+        switch[s].extend(vals)
+    if flags is not None:
+        if "flags" not in ctx:
+            ctx["flags"] = []
+            collector.checks.append(_any_of(ctx["flags"]))
+        ctx["flags"].append(jnp.any(flags))
+    for name, where in opaque.items():
+        collector.opaque.setdefault(name, where)
+
+
+def _scan_rule(k, ins, outs, ctx, _eqn):
+    """`lax.scan` with its static length (so `lax.fori_loop` with static bounds,
+    `jnp.polyval`, ...): the body is expanded order by order inside a scan over the
+    iterations, so that the program grows with the order, not with iterations × order.
+
+    Order 0 runs the loop itself, with the body's expansion state (the series of every
+    value in the body and its rules' auxiliary series, `_state.py`) as per-iteration
+    outputs, stacked along the iteration axis. Order k runs a scan whose carry is the
+    order-k coefficient of the loop's carry and whose per-iteration inputs are the
+    stacked state of orders < k: each iteration rebuilds its body expander from its
+    slice of the state, appends the order-k coefficients of its carry and of its `xs`,
+    steps it to order k, and returns the order-k coefficients of its carry and `ys`,
+    with the state's new arrays (stacked again as the scan's outputs). Floating carries
+    are series, integer ones (a loop counter) are taken at order 0, as everywhere."""
+    p = _eqn.params
+    body, body_consts = _closed(p["jaxpr"])
+    n_consts, n_carry = p["num_consts"], p["num_carry"]
+    consts, init, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    carry_vars = body.invars[n_consts:n_consts + n_carry]
+    xs_vars = body.invars[n_consts + n_carry:]
+    y_avals = [v.aval for v in body.outvars[n_carry:]]
+    floats = [_inexact(v.aval) for v in carry_vars]
+    series_xs = [i for i, x in enumerate(xs) if not isinstance(x, Const)]
+    scan = functools.partial(lax.scan, length=p["length"], reverse=p["reverse"], unroll=p["unroll"])
+    found = {}
+
+    if k == 0:
+
+        def body0(carry, x):
+            inputs = list(consts)
+            inputs += [[c] if f else Const(c) for c, f in zip(carry, floats)]
+            inputs += [[v] if i in series_xs else Const(v) for i, v in enumerate(x)]
+            expander = _Expander(body, body_consts, ctx["site"])
+            with collecting() as collector:
+                results = expander.step(0, inputs)
+            carry_out = [_as_aval(coeff(r, 0), v.aval) for r, v in zip(results, carry_vars)]
+            ys = [_as_aval(coeff(r, 0), a) for r, a in zip(results[n_carry:], y_avals)]
+            values, have, flag = _loop_extras(collector, 0, [])
+            template, leaves, _ = flatten((expander, collector.series, collector.checks), consts)
+            found.update(
+                template=template, have=have, opaque=dict(collector.opaque),
+                y_series=[not isinstance(r, Const) for r in results[n_carry:]],
+            )
+            return carry_out, (ys, leaves, values, flag)
+
+        start = [_as_aval(coeff(x, 0), v.aval) for x, v in zip(init, carry_vars)]
+        carry, (ys, leaves, values, flags) = scan(body0, start, [coeff(x, 0) for x in xs])
+        ctx["y_series"] = found["y_series"]
+        out = [c if f else Const(c) for c, f in zip(carry, floats)]
+        out += [y if s else Const(y) for y, s in zip(ys, ctx["y_series"])]
+    else:
+        template, stacked, have = ctx["template"], ctx["stacked"], ctx["have"]
+
+        def body_k(carry, x):
+            leaves, xs_k = x
+            expander, series, checks = unflatten(template, leaves, consts)
+            for v, c in zip([v for v, f in zip(carry_vars, floats) if f], carry):
+                expander.env[v].append(c)
+            for i, c in zip(series_xs, xs_k):
+                expander.env[xs_vars[i]].append(c)
+            with collecting() as collector:
+                collector.series, collector.checks = series, checks
+                results = expander.step(k, None)
+            carry_out = [_as_aval(coeff(r, k), v.aval) for r, v, f in zip(results, carry_vars, floats) if f]
+            ys = [
+                _as_aval(coeff(r, k), a)
+                for r, a, s in zip(results[n_carry:], y_avals, ctx["y_series"])
+                if s
+            ]
+            values, new_have, flag = _loop_extras(collector, k, have)
+            new_template, new, origin = flatten((expander, collector.series, collector.checks), consts, leaves)
+            found.update(template=new_template, have=new_have, origin=origin, opaque=dict(collector.opaque))
+            return carry_out, (ys, new, values, flag)
+
+        start = [_as_aval(coeff(x, k), v.aval) for x, v, f in zip(init, carry_vars, floats) if f]
+        carry, (ys, new, values, flags) = scan(body_k, start, (stacked, [xs[i][k] for i in series_xs]))
+        new = iter(new)
+        leaves = [stacked[i] if i is not None else next(new) for i in found["origin"]]
+        carry, ys = iter(carry), iter(ys)
+        out = [next(carry) if f else None for f in floats]
+        out += [next(ys) if s else None for s in ctx["y_series"]]
+    ctx["template"], ctx["stacked"], ctx["have"] = found["template"], leaves, found["have"]
+    _report_loop_extras(ctx, values, flags, found["opaque"])
+    return out
+
+
+def _linear_solve_rule(k, ins, outs, ctx, _eqn):
+    """`lax.custom_linear_solve` (what `jnp.linalg.solve` and `jnp.linalg.inv` emit):
+    x with matvec(x) = b, matvec linear in x with operands c that may depend on t and y.
+    Order k of matvec(c, x) = b is matvec(c_0, x_k) + r_k = b_k, where r_k, the part
+    from x's lower orders, is order k of matvec expanded with x_k = 0 (on a copy of the
+    matvec's expansion, which then goes on with the true x_k). So x_k is the same solve
+    at the order-0 operands (the factorisation made at order 0, reused by XLA):
+    x_k = solve_0(b_k - r_k). It is the primitive itself, so that differentiating the
+    coefficients goes through its own rules (the factorisation in `jnp.linalg.solve` is
+    behind a `stop_gradient`; the matvec carries the derivative)."""
+    n = _eqn.params["const_lengths"]
+    consts, b = ins[:sum(n)], ins[sum(n):]
+    if "matvec" not in ctx:
+        dynamic = not all(isinstance(c, Const) for c in consts[:n.matvec])
+        matvec = _closed(_eqn.params["jaxprs"].matvec)
+        ctx["matvec"] = _Expander(*matvec, ctx.get("site")) if dynamic else None
+        ctx["done"] = -1
+    rhs = [coeff(x, k) for x in b]
+    matvec = ctx["matvec"]
+    if matvec is not None:
+        inputs = list(consts[:n.matvec]) + list(outs)
+        while ctx["done"] < k - 1:  # the true expansion, to order k - 1
+            ctx["done"] += 1
+            matvec.step(ctx["done"], inputs)
+        probe = snapshot(matvec)
+        for v in probe.jaxpr.invars[n.matvec:]:
+            probe.env[v].append(jnp.zeros_like(probe.env[v][0]))
+        with collecting():  # a throwaway: no checks or switches from the probe
+            r = probe.step(k, None)
+        rhs = [bk - coeff(rk, k) for bk, rk in zip(rhs, r)]
+    return _bind(_eqn, [coeff(c, 0) for c in consts] + rhs)
+
+
+RULES["custom_linear_solve"] = _linear_solve_rule
+
+
 def _signature_of(jaxpr, consts, values, dependent, found: list) -> list:
     """Evaluate a jaxpr, appending to `found` the (integer) outputs of the operations
     that depend on t or y, return integers or booleans and have no switching function
@@ -297,6 +494,8 @@ def _signature_of(jaxpr, consts, values, dependent, found: list) -> list:
         if dep and any(floats) and (name in _CALLS or name == "custom_jvp_call"):
             sub, sub_consts = _closed(eqn.params[_CALLS.get(name, "call_jaxpr")])
             outs = _signature_of(sub, sub_consts, vals, [d for _, d in ins], found)
+        elif dep and any(floats) and name == "scan":
+            outs = _scan_signature(eqn, vals, [d for _, d in ins], found)
         else:
             outs = _bind(eqn, vals)
             if dep and not any(floats) and name not in SWITCHING and name not in NOT_SWITCHES:
@@ -309,6 +508,33 @@ def _signature_of(jaxpr, consts, values, dependent, found: list) -> list:
         for v, o in zip(eqn.outvars, outs):
             env[v] = (o, dep)
     return [read(v)[0] for v in jaxpr.outvars]
+
+
+def _scan_signature(eqn, vals, dependent, found: list) -> list:
+    """`_signature_of` through a `lax.scan`: the loop run with the unseen switches of
+    every iteration as a per-iteration output. The carry is taken as depending on t or
+    y when any input does (it may come to, through the body)."""
+    p = eqn.params
+    body, body_consts = _closed(p["jaxpr"])
+    n_consts, n_carry = p["num_consts"], p["num_carry"]
+    carry_avals = [v.aval for v in body.invars[n_consts:n_consts + n_carry]]
+    y_avals = [v.aval for v in body.outvars[n_carry:]]
+    body_dependent = dependent[:n_consts] + [any(dependent)] * n_carry + dependent[n_consts + n_carry:]
+
+    def step(carry, x):
+        inner: list = []
+        outs = _signature_of(body, body_consts, vals[:n_consts] + list(carry) + list(x), body_dependent, inner)
+        sig = jnp.concatenate(inner) if inner else jnp.zeros((0,), jnp.int32)
+        carry = [_as_aval(o, a) for o, a in zip(outs, carry_avals)]
+        return carry, ([_as_aval(o, a) for o, a in zip(outs[n_carry:], y_avals)], sig)
+
+    init = [_as_aval(c, a) for c, a in zip(vals[n_consts:n_consts + n_carry], carry_avals)]
+    carry, (ys, sig) = lax.scan(
+        step, init, list(vals[n_consts + n_carry:]), length=p["length"], reverse=p["reverse"]
+    )
+    if sig.size:
+        found.append(jnp.ravel(sig))
+    return list(carry) + list(ys)
 
 
 _LINEAR_CACHE: dict = {}
@@ -327,21 +553,42 @@ def _rule(eqn, site=None):
         return _call_rule
     if name == "cond":
         return _cond_rule
+    if name == "scan":
+        return _scan_rule
     if name in RULES:
         return RULES[name]
     if name in LINEAR:
         if prim not in _LINEAR_CACHE:
             _LINEAR_CACHE[prim] = linear_rule(prim)
         return _LINEAR_CACHE[prim]
+    where = site or "<unknown location>"
+    if name in _IMPLICIT:
+        raise TaylorRuleError(
+            f"method='recurrence' has no Taylor rule for the primitive '{name}', used at {where}: "
+            f"{_IMPLICIT[name]} Wrap the function that contains it in `taylorode.custom_taylor` (or "
+            "`jax.custom_jvp`) and give its derivative by the implicit function theorem: for x "
+            "solving g(x, p) = 0, x' = -g_p p' / g_x. The recipe, with a Newton loop for Kepler's "
+            "equation, is in docs/api/custom-rules.md (\"Loops that solve an equation\")."
+        )
     raise TaylorRuleError(
         f"method='recurrence' has no Taylor rule for the primitive '{name}', used at "
-        f"{site or '<unknown location>'}. Either rewrite that part of the vector field with supported "
+        f"{where}. Either rewrite that part of the vector field with supported "
         "operations (arithmetic, exp/log/pow, trigonometric and hyperbolic functions "
         "and their inverses, erf, min/max/abs/where, sort, sums and products, linear "
-        "algebra products, indexing, lax.cond), or, if it sits inside a function of yours, give that "
-        "function a Taylor rule with `taylorode.custom_taylor`. method='jvp' also "
-        "handles it at low order."
+        "algebra products, solves and LU/Cholesky/symmetric eigendecompositions, indexing, "
+        "lax.cond, lax.scan and lax.fori_loop with static bounds), or, if it sits inside a "
+        "function of yours, give that function a Taylor rule with `taylorode.custom_taylor`. "
+        "method='jvp' also handles it at low order."
     )
+
+
+# Primitives whose values come out of a loop or a call the engine cannot expand order by
+# order (the number of iterations is only known at run time), with why.
+_IMPLICIT = {
+    "while": "a lax.while_loop (or a lax.fori_loop with traced bounds) runs a number of "
+    "iterations known only at run time, so its series cannot be expanded through the loop.",
+    "pure_callback": "a callback's code is outside JAX, so its series cannot be expanded.",
+}
 
 
 def _series_rows(series: list, order: int, dtype):
@@ -404,14 +651,27 @@ class RecurrenceMethod(AbstractTaylorMethod):
     active at the expansion point; `sort` (all coefficients follow the order-0
     permutation); `dot_general` with constant or state-dependent operands; reductions
     (sum, product, max, min) and cumulative sums, products, maxima and minima; reshaping, broadcasting, slicing, gathering with constant
-    indices, concatenation, padding; nested `jit`; `stop_gradient` (a constant); and
+    indices, concatenation, padding; nested `jit`; `stop_gradient` (a constant);
+    `lax.scan` with its static length, so `lax.fori_loop` with static bounds,
+    `jnp.polyval` and `jax.scipy.special.bessel_jn` (the body is expanded once per order
+    inside a scan over the iterations, so the program grows with the order, not with
+    iterations × order); linear solves (`lax.custom_linear_solve`, hence
+    `jnp.linalg.solve` and `jnp.linalg.inv`: each order is one more solve with the
+    order-0 factorisation), `triangular_solve`, `lu` (square matrices, pivoting of the
+    expansion point), `cholesky`, `eigh` (all eigenvalues; the series exists where they
+    are distinct, and the expansion is marked invalid where two coincide) and so
+    `jax.scipy.linalg.expm`; and
     `jax.custom_jvp` and `eqx.filter_custom_jvp` functions: their registered Taylor
     rule (see [`taylorode.custom_taylor`][]; JAX's `logaddexp`/`logaddexp2`, hence
     `jax.nn.softplus`, have rules of ours), else a rule derived from their custom JVP
     (c' = jvp(a; a'), expanded order by order), so a JVP that is stable at a singular
     point (`jnp.sinc` at 0, a guarded `sqrt`) is stable at every order.
     `jax.custom_vjp` functions are expanded through their primal code. Anything else raises
-    [`taylorode.TaylorRuleError`][] naming the primitive and where it is used.
+    [`taylorode.TaylorRuleError`][] naming the primitive and where it is used in your
+    code; for a `lax.while_loop` (a Newton or fixed-point iteration) the message points
+    to the recipe on the "Custom Taylor rules" page: wrap the solver with
+    [`taylorode.custom_taylor`][] so that its series comes from the implicit function
+    theorem.
 
     **Arguments:**
 
