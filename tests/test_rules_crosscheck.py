@@ -18,6 +18,7 @@ function written out (`test_complex_acosh_left_half_plane`).
 import contextlib
 import dataclasses
 import functools
+import math
 import sys
 import zlib
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from collections.abc import Callable
 import jax
 import jax.extend.core as jex_core
 import jax.numpy as jnp
+import jax.scipy.special as jss
 import numpy as np
 import pytest
 from jax import lax
@@ -97,6 +99,8 @@ class Case:
     # The reference under this dtype promotion (JAX's own JVP of `lax.pow` with integer
     # exponents fails under the strict promotion of tests/conftest.py).
     ref_promotion: str | None = None
+    # The reference's field, where not `field` itself (JAX's own derivative not usable).
+    ref_field: Callable | None = None
 
     @property
     def id(self):
@@ -104,6 +108,7 @@ class Case:
 
 
 C1 = np.array([1.0, -2.0, 0.5])
+STENCIL = np.array([1.0, -2.0, 1.0])
 M3 = np.array([[0.5, -1.0, 0.2], [0.3, 0.8, -0.6], [-0.4, 0.1, 0.9]])
 
 
@@ -124,6 +129,47 @@ def _unstack(y):
 def _barrier(y):
     a, b = lax.optimization_barrier((jnp.sin(y), y * y))
     return a * b
+
+
+def _pool_2d(y):
+    # A 2x2 max-pool of a (3, 4) image, strides (1, 2), padding, window dilation along
+    # the rows, base dilation along the columns (holes): (3, 4) out.
+    pooled = lax.reduce_window(jnp.sin(y) * jnp.roll(y, 1, axis=1), -jnp.inf, lax.max, (2, 2), (1, 2),
+                               ((1, 1), (1, 1)), base_dilation=(1, 2), window_dilation=(2, 1))
+    return pooled * y
+
+
+def _matrix(y):
+    return M3 + jnp.diag(jnp.sin(y)) + 0.1 * jnp.outer(y, y)
+
+
+def _grouped_conv(y):
+    # Both operands depend on the state; 2 feature groups, batch 2, strided and dilated.
+    lhs = jnp.reshape(jnp.sin(y[:12]), (2, 2, 3)) + 0.5
+    rhs = jnp.reshape(y[12:] * y[12:], (4, 1, 2))
+    out = lax.conv_general_dilated(lhs, rhs, (1,), ((1, 1),), rhs_dilation=(2,), feature_group_count=2)
+    return jnp.ravel(out)[:20] * y  # (2, 4, 3) out
+
+
+def _batch_grouped_conv(y):
+    # batch_group_count = 2 (as in a convolution's weight gradient): (1, 2, 3) out.
+    lhs = jnp.reshape(jnp.sin(y[:12]), (2, 2, 3))
+    rhs = jnp.reshape(y[12:] * y[12:], (2, 2, 1))
+    out = lax.conv_general_dilated(lhs, rhs, (1,), ((0, 0),), batch_group_count=2)
+    return jnp.concatenate([jnp.ravel(out), y[:10]]) * y
+
+
+def _windows_min_written_out(y):
+    x, init = y * y, 0.5 * y[0]
+    following = jnp.concatenate([x[1:], init[None]])  # the padding holds the initial value
+    return jnp.minimum(jnp.minimum(x, following), init) - y
+
+
+def _spectral(y):
+    # A spectral derivative and product: rfft (real in, complex out) and irfft.
+    ik = np.array([0.0, 1j, 2j])
+    dy = jnp.fft.irfft(ik * jnp.fft.rfft(jnp.sin(y)), n=4)
+    return jnp.fft.irfft(jnp.fft.rfft(y) * jnp.fft.rfft(dy), n=4)
 
 
 def _sort_two_operands(y):
@@ -237,6 +283,61 @@ CASES = [
     Case("cummin", "reversed", lambda t, y: lax.cummin(y * y, reverse=True) - y, uniform(-1, 1)),
     Case("sort", "values", lambda t, y: jnp.sort(jnp.sin(y)) * C1, uniform(-1, 1)),
     Case("sort", "two_operands", lambda t, y: _sort_two_operands(y), uniform(-1, 1)),
+    # --- special functions
+    Case("lgamma", "real", lambda t, y: jss.gammaln(1 + y * y) * roll(y), uniform(-1.5, 1.5)),
+    Case("lgamma", "negative", lambda t, y: lax.lgamma(y) - roll(y), uniform(-0.9, -0.1)),
+    Case("digamma", "real", lambda t, y: jss.digamma(0.5 + y * y) * roll(y), uniform(-1.5, 1.5)),
+    Case("polygamma", "scalar_order", lambda t, y: jss.polygamma(2, 0.5 + y * y) - roll(y), uniform(-1.5, 1.5)),
+    Case("polygamma", "array_order", lambda t, y: lax.polygamma(np.array([0.0, 1.0, 3.0]), 1 + jnp.sin(y)) * roll(y),
+         uniform(-1, 1)),
+    Case("erf_inv", "real", lambda t, y: jss.erfinv(0.9 * jnp.sin(y)) * roll(y), uniform(-1.5, 1.5)),
+    # Near zero (|x| < 2) the rules build a chain of series, further out a quotient.
+    Case("bessel_i0e", "near", lambda t, y: jss.i0e(y) * roll(y), signed(0.1, 1.9)),
+    Case("bessel_i0e", "far", lambda t, y: jss.i0e(y * roll(y)) + y, signed(2.1, 3)),
+    Case("bessel_i1e", "near", lambda t, y: jss.i1e(y) * roll(y), signed(0.1, 1.9)),
+    Case("bessel_i1e", "far", lambda t, y: jss.i1e(y * roll(y)) + y, signed(2.1, 3)),
+    # --- windows and convolutions
+    Case("reduce_window_max", "1d", lambda t, y: lax.reduce_window(jnp.sin(y), -jnp.inf, lax.max, (2,), (1,), ((0, 1),))
+         * y, uniform(-1, 1, (5,))),
+    Case("reduce_window_max", "2d", lambda t, y: _pool_2d(y), uniform(-1, 1, (3, 4))),
+    Case("reduce_window_min", "strided", lambda t, y: jnp.repeat(
+        lax.reduce_window(y * roll(y), jnp.inf, lax.min, (3,), (2,), "SAME"), 2)[:6] - y, uniform(-1, 1, (6,))),
+    Case("reduce_window", "max_from_zero", lambda t, y: lax.reduce_window(jnp.sin(y), 0.0, lax.max, (2,), (1,), ((1, 0),))
+         * roll(y), uniform(-1, 1, (5,))),
+    # (JAX's JVP cannot take an initial value that depends on the state: the windows
+    # written out are the reference.)
+    Case("reduce_window", "min_series_init", lambda t, y: lax.reduce_window(y * y, 0.5 * y[0], lax.min, (2,), (1,),
+         ((0, 1),)) - y, uniform(-1, 1, (5,)), ref_field=lambda t, y: _windows_min_written_out(y)),
+    Case("reduce_window", "sum_from_one", lambda t, y: lax.reduce_window(jnp.sin(y), 1.0, lax.add, (2,), (1,), ((1, 0),))
+         * y, uniform(-1, 1)),
+    Case("reduce_window_sum", "real", lambda t, y: lax.reduce_window(jnp.sin(y), 0.0, lax.add, (2,), (1,), ((1, 0),))
+         * y, uniform(-1, 1)),
+    Case("reduce_window_sum", "complex", lambda t, y: 1j * lax.reduce_window(y * y, 0j, lax.add, (2,), (1,), ((0, 1),)),
+         SMALL),
+    Case("conv_general_dilated", "const_stencil", lambda t, y: jnp.convolve(jnp.sin(y), STENCIL, mode="same") * y,
+         uniform(-1, 1, (5,))),
+    Case("conv_general_dilated", "series", lambda t, y: jnp.convolve(y, jnp.sin(y), mode="full")[2:7],
+         uniform(-1, 1, (5,))),
+    Case("conv_general_dilated", "complex", lambda t, y: 1j * jnp.convolve(y, y * y, mode="same"), SMALL),
+    Case("conv_general_dilated", "feature_groups", lambda t, y: _grouped_conv(y), uniform(-1, 1, (20,))),
+    Case("conv_general_dilated", "batch_groups", lambda t, y: _batch_grouped_conv(y), uniform(-1, 1, (16,))),
+    # --- linear algebra (the rules of _rules_linalg.py; tests/test_rules_loops_linalg.py
+    # has more cases)
+    Case("custom_linear_solve", "solve", lambda t, y: jnp.linalg.solve(_matrix(y), jnp.cos(y)), uniform(-1, 1)),
+    Case("lu", "factor", lambda t, y: jnp.sum(lax.linalg.lu(_matrix(y))[0], axis=0), uniform(-1, 1)),
+    Case("triangular_solve", "lower", lambda t, y: lax.linalg.triangular_solve(
+        _matrix(y), jnp.outer(y, y) + 1, left_side=True, lower=True)[:, 0], uniform(-1, 1)),
+    Case("cholesky", "real", lambda t, y: jnp.sum(jnp.linalg.cholesky(M3 @ M3.T + jnp.outer(y, y)), axis=0),
+         uniform(-1, 1)),
+    Case("eigh", "eigenvalues", lambda t, y: jnp.linalg.eigh(M3 + M3.T + jnp.outer(y, jnp.sin(y)) + jnp.outer(jnp.sin(y), y))[0],
+         uniform(-1, 1)),
+    # --- complex parts and Fourier transforms
+    Case("conj", "complex", lambda t, y: 1j * jnp.conj(y) * y * y + roll(y), SMALL),
+    Case("conj", "real", lambda t, y: jnp.real(lax.conj(jnp.sin(y)) * lax.complex(y, roll(y))), uniform(-1, 1)),
+    Case("complex", "real", lambda t, y: jnp.imag(lax.complex(jnp.sin(y), y * roll(y)) ** 2), uniform(-1, 1)),
+    Case("complex", "from_parts", lambda t, y: 1j * lax.complex(jnp.real(y) ** 2, jnp.imag(y) * 0.5) * y, SMALL),
+    Case("fft", "rfft_irfft", lambda t, y: _spectral(y), uniform(-1, 1, (4,))),
+    Case("fft", "complex", lambda t, y: 1j * jnp.fft.ifft(jnp.fft.fft(y) * jnp.fft.fft(y * y)), SMALL),
     # --- linear operations (applied to a nonlinear function of the state)
     Case("add", "real", lambda t, y: jnp.sin(y) + y * y, uniform(-1, 1)),
     Case("sub", "real", lambda t, y: jnp.sin(y) - roll(y) * y, uniform(-1, 1)),
@@ -359,7 +460,7 @@ def _assert_agree(rec, ref, what):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_rule_matches_jvp_tower(case, monkeypatch):
     used = _recording_rules(monkeypatch)
-    both = _compiled(case.field, case.ref_promotion)
+    both = _compiled(case.field, case.ref_promotion, case.ref_field)
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     for draw in range(DRAWS):
         y0 = jnp.asarray(case.sample(rng))
@@ -448,3 +549,66 @@ def test_complex_acosh_left_half_plane():
     for _ in range(DRAWS):
         y0 = rng.uniform(-2.5, 2.5, 3) + 1j * signed(0.2, 0.8)(rng)  # off the cut (real x < 1)
         _assert_agree(*both(jnp.asarray(0.1), jnp.asarray(y0)), f"acosh, y0={y0}")
+
+
+def test_bessel_near_and_at_zero():
+    # i0e and i1e have a kink at 0 (from exp(-|x|)); the rules expand the branch of
+    # s = sign(x0) (s = 0 at x0 = 0, as JAX's derivatives have it), without dividing by
+    # x0 near 0, where JAX's own JVP of i1e is only right to first order. The reference
+    # is that branch written out: exp(-s x) times the power series of I0 and I1.
+    y0 = np.array([0.0, 1e-13, -1e-9, 0.3, 1.99, -2.01, 40.0, -150.0])
+    s = np.sign(y0)
+
+    def field(t, y):
+        x = y * (1 + 0.1 * t) + 0.5 * t
+        return jss.i0e(x) * (1 + roll(y) ** 2) + jss.i1e(x)
+
+    def written_out(t, y):
+        x = y * (1 + 0.1 * t) + 0.5 * t
+        z = x * x / 4
+        i0 = sum(z**n / float(math.factorial(n) ** 2) for n in range(40))
+        i1 = x / 2 * sum(z**n / float(math.factorial(n) * math.factorial(n + 1)) for n in range(40))
+        return jnp.exp(-s * x) * (i0 * (1 + roll(y) ** 2) + i1)
+
+    # The power series are accurate for |x| < 3; further out, JAX's own derivatives.
+    near = np.abs(y0) < 3
+    both = _compiled(field, ref_field=lambda t, y: jnp.where(near, written_out(t, y), field(t, y)))
+    _assert_agree(*both(jnp.asarray(0.0), jnp.asarray(y0)), "i0e and i1e near 0")
+
+
+def test_ladders_at_high_order():
+    # lgamma, digamma, polygamma, i0e and i1e expand a ladder of series whose number
+    # of levels doubles as the order grows (8, then 16 here). Along a(t) = x0 + t the
+    # coefficients are the functions' own Taylor coefficients at x0: for the gamma
+    # family polygamma(m, x0) / k! (mpmath's, at 40 digits), for the Bessel functions
+    # mpmath's series on the branch of s = sign(x0).
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    order = 12
+    gamma_x0 = np.array([0.5, 6.0])
+    bessel_x0 = np.array([0.0, 1e-12, -0.8, 1.9, 2.5, -7.0])
+    n = gamma_x0.size + bessel_x0.size
+
+    def f(t, y, args):
+        a, b = jnp.split(y[:n], [gamma_x0.size])
+        funcs = [jss.gammaln(a), jss.digamma(a), jss.polygamma(2, a), jss.i0e(b), jss.i1e(b)]
+        return jnp.concatenate([jnp.ones(n)] + funcs)
+
+    # The state: the arguments, then one integral per function value.
+    y0 = jnp.asarray(np.concatenate([gamma_x0, bessel_x0, np.zeros(3 * gamma_x0.size + 2 * bessel_x0.size)]))
+    coeffs = jax.jit(lambda y: jnp.stack(REC.expand(f, 0.0, y, None, order)), compiler_options=_compiler_options())(y0)
+    got = np.asarray(coeffs)[1:, n:] * np.arange(1, order + 1)[:, None]  # the functions' series
+
+    def gamma_family(shift, x0):  # polygamma(shift - 1, x0 + t), shift - 1 = -1 for loggamma
+        head = mpmath.loggamma(x0) if shift == 0 else mpmath.polygamma(shift - 1, x0)
+        return [head] + [mpmath.polygamma(shift + k - 1, x0) / mpmath.factorial(k) for k in range(1, order)]
+
+    def bessel(nu, x0):
+        s = np.sign(x0)
+        return mpmath.taylor(lambda x: mpmath.besseli(nu, x) * mpmath.exp(-s * x), mpmath.mpf(x0), order - 1)
+
+    refs = [gamma_family(shift, mpmath.mpf(x0)) for shift in (0, 1, 3) for x0 in gamma_x0]
+    refs += [bessel(nu, x0) for nu in (0, 1) for x0 in bessel_x0]
+    ref = np.array(refs, dtype=float).T
+    err = np.max(np.abs(got - ref), axis=0) / np.max(np.abs(ref), axis=0)
+    assert np.all(err < 1e-13), err

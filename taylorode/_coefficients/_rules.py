@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._errors import TaylorRuleError
 from . import _series as S
 from ._collect import current
 
@@ -89,6 +90,13 @@ LINEAR = [
     "imag", "reduce_precision", "split", "add_any", "squeeze_p", "sharding_constraint",
     "reshard", "mesh_cast", "optimization_barrier", "stack", "unstack", "tile",
     "scatter-sub", "scatter_sub",
+    # Linear over the reals, which is all a series in real t needs: conj (not linear
+    # over the complex numbers), complex(re, im), and the FFTs, including RFFT (real in,
+    # complex out) and IRFFT (complex in, real out, which drops the imaginary parts a
+    # non-Hermitian input would need).
+    "conj", "complex", "fft",
+    # Sums over windows (with the identity, 0, as padding).
+    "reduce_window_sum",
 ]
 
 
@@ -137,6 +145,39 @@ def _dot_general(k, ins, outs, ctx, **params):
     dims = ((shift(ca), shift(cb)), ((0,) + shift(ba), (0,) + shift(bb)))
     new_params = dict(params, dimension_numbers=dims)
     return [jnp.sum(lax.dot_general_p.bind(A, B, **new_params), axis=0)]
+
+
+@_register("conv_general_dilated")
+def _conv_general_dilated(k, ins, outs, ctx, **params):
+    # Bilinear, like dot_general: with a constant operand (a stencil, as `jnp.convolve`
+    # with a fixed kernel gives) linear in the other, else
+    # sum_j conv(lhs_j, rhs_{k-j}).
+    conv = lax.conv_general_dilated_p
+    out = _bilinear(conv, k, ins, params)
+    if out is not None:
+        return out
+    lhs, rhs = ins
+    pairs = [(lhs[j], rhs[k - j]) for j in range(k + 1)]
+    if k + 1 <= S.UNSTACKED_TERMS or params["batch_group_count"] != 1:
+        # Written out: few terms (order 1 stays transposable, see `_series.py`), or
+        # batch groups, which XLA does not combine with feature groups.
+        terms = [conv.bind(a, b, **params) for a, b in pairs]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return [total]
+    # One convolution for all k + 1 terms: pair j's lhs features and rhs output
+    # features side by side, in k + 1 times as many feature groups (group g of pair j
+    # is group j G + g), so that each pair is convolved only with itself; then the sum
+    # over pairs of the output features.
+    lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
+    n = k + 1
+    big_lhs = jnp.concatenate([a for a, _ in pairs], axis=lhs_spec[1])
+    big_rhs = jnp.concatenate([b for _, b in pairs], axis=rhs_spec[0])
+    new_params = dict(params, feature_group_count=n * params["feature_group_count"])
+    big = jnp.moveaxis(conv.bind(big_lhs, big_rhs, **new_params), out_spec[1], 0)
+    total = jnp.sum(jnp.reshape(big, (n, big.shape[0] // n) + big.shape[1:]), axis=0)
+    return [jnp.moveaxis(total, 0, out_spec[1])]
 
 
 @_register("div")
@@ -462,6 +503,203 @@ def _erfc_u(m, a, c, ctx):
 RULES["erfc"] = _along(_erfc_u)
 
 
+# erf_inv: c = erfinv(a), c' = (sqrt(pi)/2) exp(c^2) a'
+def _erf_inv_u(m, a, c, ctx):
+    w = _aux(ctx, "w", m, lambda j, s: c[0] ** 2 if j == 0 else S.cauchy(c, c, j))
+    e = _aux(ctx, "e", m, lambda j, s: jnp.exp(w[0]) if j == 0 else S.derivative_conv(w, s, j))
+    return _aux(ctx, "u", m, lambda j, s: (math.sqrt(math.pi) / 2) * e[j])
+
+
+RULES["erf_inv"] = _along(_erf_inv_u)
+
+
+# --- chains of functions -------------------------------------------------------------------
+
+
+class _Ladder:
+    """Series of a chain of functions u_L(a(t)), L = 0, 1, 2, ..., each of whose
+    derivatives needs the next one: u_L' = rate_L a', where the rate of level L involves
+    levels L and L + 1 (for the polygamma functions, u_L = polygamma(n + L, a) and
+    rate_L = u_{L+1}). No finite set of levels closes, so u_0 to order m needs u_1 to
+    order m - 1, ..., u_m at order 0: by induction, order i of level L depends on level
+    L + i at order 0 only.
+
+    The first `size` levels are expanded together as one stacked series, with level
+    `size` (which the top level's rate needs) at its order-0 value and zeros above it:
+    orders i <= size - L of level L are then exact. Each order adds a few stacked
+    operations, whatever the number of levels, so the program stays O(order); where an
+    order beyond `size` is asked for, the ladder is rebuilt with twice as many levels
+    (from its order-0 values; the orders so far recomputed once), which at most doubles
+    that. The work per order grows with the levels: O(order^2) per order, O(order^3)
+    in all, on arrays `size` times the value's size.
+
+    - `a`: the argument's series (`.a`: with the leading axis);
+    - `values(count)`: the order-0 values of levels 0..count-1, stacked on a new axis 0;
+    - `rate(u, v, i)`: order i of the stacked rates, from the stacked series `u` of
+        levels 0..size-1 and `v` of levels 1..size (orders 0..i).
+    """
+
+    def __init__(self, a, values, rate, size=8):
+        self.a, self.values, self.rate = _Broadcast(a), values, rate
+        self.levels = {}
+        self._build(size)
+
+    def _build(self, size):
+        self.size = size
+        first = self.values(size + 1)
+        self.top = first[size]
+        self.u, self.v, self.rates = [first[:size]], [first[1:]], []
+
+    def series(self, level, m):
+        """Level `level`'s series to order m (a list, memoised: the orders read before
+        a rebuild are kept)."""
+        out = self.levels.setdefault(level, [])
+        if len(out) > m:
+            return out
+        if level + m > self.size:
+            self._build(max(2 * self.size, level + m))
+        u, v, rates = self.u, self.v, self.rates
+        while len(u) <= m:
+            j = len(u)
+            while len(rates) < j:
+                rates.append(self.rate(u, v, len(rates)))
+            u.append(S.derivative_conv(self.a, rates, j))
+            v.append(jnp.concatenate([u[j][1:], jnp.zeros_like(self.top)[None]]))
+        while len(out) <= m:
+            out.append(u[len(out)][level])
+        return out
+
+
+class _Broadcast:
+    """A series with a new leading axis of size 1 on each coefficient, for products with
+    stacked series (made as it is read, once per coefficient: the series grows)."""
+
+    def __init__(self, a):
+        self.a, self.cache = a, []
+
+    def __getitem__(self, j):
+        while len(self.cache) <= j:
+            self.cache.append(self.a[len(self.cache)][None])
+        return self.cache[j]
+
+
+# --- gamma function family ---------------------------------------------------------------
+# lgamma' = digamma, digamma' = polygamma(1, .), polygamma(n, .)' = polygamma(n + 1, .):
+# the gamma function satisfies no algebraic differential equation (Hölder 1887), so no
+# fixed set of these series closes under differentiation; they form a `_Ladder`.
+
+
+def _polygamma_ladder(ctx, a, n):
+    """The ladder u_L = polygamma(n + L, a), for a constant order n (an array, or 0)."""
+    if "ladder" not in ctx:
+
+        def values(count):
+            a0 = a[0]
+            levels = jnp.arange(count, dtype=a0.dtype).reshape((count,) + (1,) * a0.ndim)
+            orders = levels + jnp.broadcast_to(jnp.asarray(n, a0.dtype), a0.shape)[None]
+            return lax.polygamma(*jnp.broadcast_arrays(orders, a0[None]))
+
+        ctx["ladder"] = _Ladder(a, values, lambda u, v, i: v[i])
+    return ctx["ladder"]
+
+
+# lgamma: c' = digamma(a) a'
+RULES["lgamma"] = _along(lambda m, a, c, ctx: _polygamma_ladder(ctx, a, 0).series(0, m))
+# digamma: c' = polygamma(1, a) a'
+RULES["digamma"] = _along(lambda m, a, c, ctx: _polygamma_ladder(ctx, a, 1).series(0, m))
+
+
+@_register("polygamma")
+def _polygamma(k, ins, outs, ctx, **params):
+    # polygamma(n, a): c' = polygamma(n + 1, a) a', for a constant order n.
+    n, a = ins
+    if not isinstance(n, Const):
+        raise TaylorRuleError(
+            "polygamma(n, x) is differentiable in x only (as in JAX), but its order n "
+            f"depends on t or y, at {ctx.get('site') or '<unknown location>'}. Make n a constant."
+        )
+    u = _polygamma_ladder(ctx, a, jnp.asarray(n.value) + 1).series(0, k - 1)
+    return [S.derivative_conv(a, u, k)]
+
+
+# --- exponentially scaled modified Bessel functions ---------------------------------------
+# i0e(x) = exp(-|x|) I0(x) and i1e(x) = exp(-|x|) I1(x) have a kink at x = 0, from |x|
+# (a switch, see `_switches.py`): the series follows the branch of s = sign(x_0), s = 0
+# at x_0 = 0 as in JAX's derivatives (the series of I0 and I1 themselves there). With s
+# fixed, p = i0e(a) and q = i1e(a) are analytic, and expanded together (like sin and
+# cos):
+#     p' = (q - s p) a',    q' = (p - s q - r) a',    r = q / a  (-> 1/2 at a = 0).
+# The series of r as a quotient, (q_j - sum_{i>=1} a_i r_{j-i}) / a_0, multiplies
+# rounding errors by about |a_1 / a_0| per order: harmless for |a_0| >= `_BESSEL_NEAR`,
+# where a step that would let it grow is cut short anyway (by the switch at a = 0), but
+# useless near 0, where the solvers restart after crossing that switch. There r comes
+# from a ladder of series without divisions: R_L = exp(-s x) x^-L I_L(x) is entire
+# (R_0 = p, R_1 = r) and
+#     R_L' = (a R_{L+1} - s R_L) a',
+# with the order-0 values R_L(x) = exp(-|x|) sum_i (x^2/4)^i / (2^L i! (i + L)!), whose
+# first `_BESSEL_TERMS` terms give R_L to rounding for |x| < `_BESSEL_NEAR`. Both are
+# computed and the one for each element's a_0 selected.
+_BESSEL_NEAR = 2.0
+_BESSEL_TERMS = 15  # the first term left out is below (x^2/4)^15 / (15!)^2 < 1e-24
+
+
+def _bessel_ladder(ctx, a):
+    """The ladder R_L (see above), for the elements with |a_0| < `_BESSEL_NEAR` (the
+    others see a_0 = 0 in the order-0 values)."""
+    sign, near = ctx["sign"], ctx["near"]
+
+    def values(count):
+        x0 = jnp.where(near, a[0], 0)[None]  # a double `where`: finite everywhere
+        z = x0 * x0 / 4
+        coeffs = np.array([
+            [1 / (2.0**level * math.factorial(i) * math.factorial(i + level)) for level in range(count)]
+            for i in range(_BESSEL_TERMS)
+        ]).reshape((_BESSEL_TERMS, count) + (1,) * (z.ndim - 1))
+        acc = jnp.asarray(coeffs[-1], z.dtype)
+        for c in coeffs[-2::-1]:
+            acc = acc * z + jnp.asarray(c, z.dtype)
+        return jnp.exp(-jnp.abs(x0)) * acc
+
+    ladder = _Ladder(a, values, lambda u, v, i: S.cauchy(ladder.a, v, i) - sign[None] * u[i])
+    return ladder
+
+
+def _bessel_pair(ctx, a, k):
+    """The series (p, q) = (i0e(a), i1e(a)) to order k."""
+    if "p" not in ctx:
+        a0 = a[0]
+        ctx["sign"] = jnp.sign(a0)
+        ctx["near"] = jnp.abs(a0) < _BESSEL_NEAR
+        ctx["divisor"] = jnp.where(ctx["near"], 1, a0)
+        ctx["ladder"] = _bessel_ladder(ctx, a)
+        ctx["p"], ctx["q"], ctx["r"] = [lax.bessel_i0e(a0)], [lax.bessel_i1e(a0)], []
+    sign, near = ctx["sign"], ctx["near"]
+    p, q, r = ctx["p"], ctx["q"], ctx["r"]
+    while len(p) <= k:
+        j = len(p)  # order j of p and q needs r to order j - 1
+        i = len(r)
+        if i == 0:
+            far = q[0] / ctx["divisor"]
+        else:
+            far = S.quotient(q[i], [ctx["divisor"]] + a[1 : i + 1], r, i)
+        r.append(jnp.where(near, ctx["ladder"].series(1, i)[i], far))
+        up = _aux(ctx, "up", j - 1, lambda n, _: q[n] - sign * p[n])
+        uq = _aux(ctx, "uq", j - 1, lambda n, _: p[n] - sign * q[n] - r[n])
+        p.append(S.derivative_conv(a, up, j))
+        q.append(S.derivative_conv(a, uq, j))
+    return p, q
+
+
+@_register("bessel_i0e")
+def _bessel_i0e(k, ins, outs, ctx, **params):
+    return [_bessel_pair(ctx, ins[0], k)[0][k]]
+
+
+@_register("bessel_i1e")
+def _bessel_i1e(k, ins, outs, ctx, **params):
+    return [_bessel_pair(ctx, ins[0], k)[1][k]]
+
+
 def _log_rule(shift):
     def rule(k, ins, outs, ctx, **params):
         (a,) = ins
@@ -580,6 +818,132 @@ def _reduce_choose():
 
 RULES["reduce_max"] = _reduce_choose()
 RULES["reduce_min"] = _reduce_choose()
+
+
+# --- windowed reductions ------------------------------------------------------------------
+
+
+class Windows:
+    """The candidates of every window of a windowed max or min (`reduce_window_max`,
+    `reduce_window_min`, or a generic `reduce_window` whose reducer is `max` or `min`):
+    for output element `o` and window position `w`, the flat index of the operand's
+    element there, or `size` (one past the end) where the window lies on padding or on a
+    hole of the base dilation, which holds the initial value. A generic reduce_window
+    also combines the initial value into every window (`extra`): one more candidate,
+    at `size` too. The table is static (NumPy), from the shapes and window parameters."""
+
+    def __init__(self, shape, window_dimensions, window_strides, padding, base_dilation,
+                 window_dilation, extra: bool):
+        ndim = len(shape)
+        size = math.prod(shape)
+        flat_strides = [math.prod(shape[d + 1:]) for d in range(ndim)]
+        index = np.zeros((), np.int64)
+        valid = np.ones((), bool)
+        out_shape = []
+        for d in range(ndim):
+            n, (lo, hi) = shape[d], padding[d]
+            dilated = (n - 1) * base_dilation[d] + 1 if n else 0
+            extent = (window_dimensions[d] - 1) * window_dilation[d] + 1
+            count = max(0, (lo + dilated + hi - extent) // window_strides[d] + 1)
+            out_shape.append(count)
+            # Position, in the dilated operand, of window element w of output o.
+            pos = (np.arange(count)[:, None] * window_strides[d]
+                   + np.arange(window_dimensions[d])[None, :] * window_dilation[d] - lo)
+            ok = (pos >= 0) & (pos % base_dilation[d] == 0) & (pos // base_dilation[d] < n)
+            # Output axis d at position d, window axis d at position ndim + d.
+            view = [1] * (2 * ndim)
+            view[d], view[ndim + d] = count, window_dimensions[d]
+            index = index + np.reshape(np.where(ok, pos // base_dilation[d], 0) * flat_strides[d], view)
+            valid = valid & np.reshape(ok, view)
+        index = np.where(valid, index, size).reshape(math.prod(out_shape), -1)
+        if extra:
+            index = np.concatenate([index, np.full((index.shape[0], 1), size)], axis=1)
+        self.index = index
+        self.out_shape = tuple(out_shape)
+
+    def candidates(self, a, init, j):
+        """Order j of every candidate, `(outputs, candidates)`, from the operand `a` and
+        the initial value `init` (series or Const)."""
+        flat = jnp.ravel(coeff(a, j))
+        fill = jnp.reshape(jnp.asarray(coeff(init, j), flat.dtype), (1,))
+        return jnp.take(jnp.concatenate([flat, fill]), self.index, axis=0)
+
+    def weights(self, a, init, out0):
+        """Where each window's extremum (`out0`, the order-0 output) is: each candidate
+        equal to it has an equal share (ties share, as in `_reduce_choose`)."""
+        mask = (self.candidates(a, init, 0) == jnp.reshape(out0, (-1, 1))).astype(out0.dtype)
+        return mask / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1)
+
+
+def window_choice(name, ins, params):
+    """`(Windows, operand, initial value)` of a windowed max or min, or `None` for a
+    `reduce_window` with another reducer."""
+    window = {key: params[key] for key in (
+        "window_dimensions", "window_strides", "padding", "base_dilation", "window_dilation")}
+    if name in ("reduce_window_max", "reduce_window_min"):
+        # The identity pads these: it never wins, unless a window is padding only.
+        (a,) = ins
+        identity = -np.inf if name == "reduce_window_max" else np.inf
+        init = Const(np.asarray(identity, jnp.result_type(coeff(a, 0))))
+        return Windows(jnp.shape(coeff(a, 0)), **window, extra=False), a, init
+    if name == "reduce_window" and _window_reducer(params) in (lax.max_p, lax.min_p):
+        a, init = ins
+        return Windows(jnp.shape(coeff(a, 0)), **window, extra=True), a, init
+    return None
+
+
+def _window_reducer(params):
+    """The primitive of a generic reduce_window's reducer if it is one binary operation
+    on one operand (`None` otherwise)."""
+    jaxpr = params["jaxpr"]
+    if params["consts"] or len(jaxpr.eqns) != 1 or len(jaxpr.invars) != 2:
+        return None
+    (eqn,) = jaxpr.eqns
+    if set(eqn.invars) != set(jaxpr.invars) or list(eqn.outvars) != list(jaxpr.outvars):
+        return None
+    return eqn.primitive
+
+
+def _window_choose(name):
+    """reduce_window_max/min: the coefficient of each window's extremal candidate at the
+    expansion point (ties share equally, as in `_reduce_choose`; JAX's own JVP picks
+    one of them)."""
+
+    def rule(k, ins, outs, ctx, **params):
+        if "choice" not in ctx:
+            windows, a, init = window_choice(name, ins, params)
+            ctx["choice"] = (windows, a, init, windows.weights(a, init, outs[0][0]))
+        windows, a, init, weights = ctx["choice"]  # (series grow in place)
+        out = jnp.sum(weights * windows.candidates(a, init, k), axis=1)
+        return [jnp.reshape(out, windows.out_shape)]
+
+    return rule
+
+
+RULES["reduce_window_max"] = _window_choose("reduce_window_max")
+RULES["reduce_window_min"] = _window_choose("reduce_window_min")
+_generic_window_choose = _window_choose("reduce_window")
+
+
+@_register("reduce_window")
+def _reduce_window(k, ins, outs, ctx, **params):
+    # A generic reduce_window, which JAX emits for a reducer or an initial value it
+    # does not recognise (a max with initial value 0, a sum starting at 1): a windowed
+    # sum, linear in the operand and the initial value jointly, or a windowed max or min.
+    reducer = _window_reducer(params)
+    if reducer is lax.add_p:
+        operand, init = (coeff(x, k) for x in ins)
+        window = [params[key] for key in (
+            "window_dimensions", "window_strides", "padding", "base_dilation", "window_dilation")]
+        return [lax.reduce_window(operand, init, lax.add, *window)]
+    if reducer in (lax.max_p, lax.min_p):
+        return _generic_window_choose(k, ins, outs, ctx, **params)
+    raise TaylorRuleError(
+        "method='recurrence' has Taylor rules for `lax.reduce_window` with one operand and "
+        f"the reducer add, max or min only, not {getattr(reducer, 'name', 'this reducer')}, "
+        f"used at {ctx.get('site') or '<unknown location>'}. Write the windows out "
+        "(as slices) with supported operations."
+    )
 
 
 def _cumulative_choose(combine):

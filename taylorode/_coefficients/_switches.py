@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from ._rules import Const, coeff
+from ._rules import Const, coeff, window_choice
 
 
 Series = Callable[[int], object]
@@ -26,8 +26,9 @@ Series = Callable[[int], object]
 # Comparisons and other primitives whose switching function is the difference of their
 # two operands (`max`/`min` switch branches where the operands cross).
 _DIFFERENCE = {"lt", "le", "gt", "ge", "eq", "ne", "max", "min"}
-# Primitives that switch where their (single) argument changes sign.
-_ARGUMENT = {"sign", "abs"}
+# Primitives that switch where their (single) argument changes sign (the exponentially
+# scaled Bessel functions through their factor exp(-|x|)).
+_ARGUMENT = {"sign", "abs", "bessel_i0e", "bessel_i1e"}
 # Integer-valued functions of one argument: (lower, upper) boundaries of the interval
 # around the value at the expansion point on which they are constant.
 _INTEGER_PARTS = {
@@ -111,6 +112,24 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
         mask = (a[0] == ext).astype(a[0].dtype)
         mask = mask / jnp.sum(mask, axis=axes, keepdims=True)
         return _safe(lambda j: a[j] - jnp.sum(mask * a[j], axis=axes, keepdims=True))
+    if name in ("reduce_window_max", "reduce_window_min", "reduce_window"):
+        choice = window_choice(name, ins, params)
+        if choice is None:
+            return None  # a windowed sum
+        windows, a, init = choice
+        if not (is_real_series(a) or is_real_series(init)):
+            return None
+        # As reduce_max, per window: each candidate minus the extremal one. Candidates
+        # that are infinite at the expansion point (the padding of reduce_window_max/min)
+        # never win; their functions are left at 0.
+        weights = windows.weights(a, init, coeff(outs[0], 0))
+        finite = jnp.isfinite(windows.candidates(a, init, 0))
+
+        def series(j):
+            c = windows.candidates(a, init, j)
+            return jnp.where(finite, c - jnp.sum(weights * c, axis=1, keepdims=True), 0)
+
+        return _safe(series)
     if name in ("cummax", "cummin"):
         (a,) = ins
         out = outs[0]
@@ -131,4 +150,5 @@ def switching_series(name: str, ins: list, outs: list, params: dict) -> Series |
 # return integers or booleans are switches taylorode cannot see into.
 SWITCHING = _DIFFERENCE | _ARGUMENT | set(_INTEGER_PARTS) | {
     "clamp", "rem", "reduce_max", "reduce_min", "argmax", "argmin", "cummax", "cummin", "sort",
+    "reduce_window_max", "reduce_window_min", "reduce_window",
 }
