@@ -94,7 +94,12 @@ def _copy(obj, is_leaf, on_leaf, memo):
             new.cell_contents = _copy(contents, is_leaf, on_leaf, memo)
         return out
     elif isinstance(obj, types.MethodType):
-        out = types.MethodType(_copy(obj.__func__, is_leaf, on_leaf, memo), _copy(obj.__self__, is_leaf, on_leaf, memo))
+        # A bound method would carry its instance's state past the copy; rules keep
+        # functions and their own objects instead.
+        raise TypeError(
+            "taylorode internal error: a rule keeps a bound method in its state between "
+            "orders, which loop expansion cannot copy; keep a function or an object."
+        )
     elif isinstance(obj, functools.partial):
         out = functools.partial(
             _copy(obj.func, is_leaf, on_leaf, memo),

@@ -665,7 +665,13 @@ class RecurrenceMethod(AbstractTaylorMethod):
 
     **Supported operations:** arithmetic, `integer_pow`/`pow`/`sqrt`/`rsqrt`/`cbrt`,
     `exp`/`exp2`/`log`/`log1p`/`expm1`, `sin`/`cos`/`tan`/`asin`/`acos`/`atan`/`atan2`,
-    `sinh`/`cosh`/`tanh` and inverses, `logistic`, `erf`; `abs`, `max`, `min`, `clamp`,
+    `sinh`/`cosh`/`tanh` and inverses, `logistic`, `erf`, `erf_inv`; `lgamma`,
+    `digamma` and `polygamma` with a constant order (`jax.scipy.special.gammaln`, ...),
+    `bessel_i0e`/`bessel_i1e` (their kink at 0 is a switch); complex parts (`conj`,
+    `complex`, `real`, `imag`) and the FFTs (`jnp.fft.fft`/`ifft`/`rfft`/`irfft` and their
+    n-dimensional forms); convolutions (`conv_general_dilated`, hence `jnp.convolve`);
+    windowed reductions (`lax.reduce_window` with add, max or min: windowed maxima follow
+    each window's extremal element, and steps end where it changes); `abs`, `max`, `min`, `clamp`,
     `select_n` (`jnp.where`), `sign` and `lax.cond`/`lax.switch`, taking the branch
     active at the expansion point; `sort` (all coefficients follow the order-0
     permutation); `dot_general` with constant or state-dependent operands; reductions
