@@ -76,9 +76,9 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
       twice as many after each fall-back that follows, up to 256), then the higher pair
       is tried again.
 
-    The pairs are compiled once each and dispatched with `lax.switch`, inside a loop of
-    attempts, so that the fall-back reuses the same compiled branches (compile time:
-    about the sum of the pairs' own). Under `jax.vmap` a step starts at the highest
+    The pairs are compiled and dispatched with `lax.switch`; the fall-backs, which run
+    only where a step fails, have a switch of their own over the lower pairs (compile
+    time: about the top pair's plus twice the lower ones'). Under `jax.vmap` a step starts at the highest
     pair any trajectory is at, and the fall-back runs only where a trajectory needs it.
 
     **Error estimate.** Each pair's own (see [`taylorode.HermiteObreschkoff`][]),
@@ -217,28 +217,37 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
             return run
 
         branches = [branch(i) for i in range(len(self.pairs))]
-        # Attempts from the highest pair any trajectory is at, one pair lower each
-        # time, over one compiled switch: a trajectory takes part from its own pair
-        # down, until one attempt succeeds.
+        # Every trajectory first tries the highest pair any of them is at (`lax.switch`
+        # needs one index for the batch); where that fails, one pair lower each time,
+        # until an attempt succeeds. The fall-backs run only when some trajectory
+        # needs them, over their own switch (of the lower pairs only).
         own = state.index
         first = eqxi.unvmap_max(own)
+        outcome = lax.switch(first, branches, None)
+        used = jnp.full_like(own, first)
+        done = ~outcome[-1]
 
         def attempt(carry, a):
             outcome, used, done = carry
-            index = jnp.maximum(first - a, 0).astype(jnp.int32)
-            active = ~done & (index <= own)
+            index = first - a
+            active = ~done & (index >= 0)
             new = lax.cond(
-                eqxi.unvmap_any(active), lambda _: lax.switch(index, branches, None), lambda _: outcome, None
+                eqxi.unvmap_any(active),
+                lambda _: lax.switch(jnp.maximum(index, 0), branches[:-1], None),
+                lambda _: outcome,
+                None,
             )
             outcome = jtu.tree_map(lambda n, o: jnp.where(active, n, o), new, outcome)
             used = jnp.where(active, index, used)
             done = done | (active & ~new[-1])
             return (outcome, used, done), None
 
-        shape = jax.eval_shape(branches[0], None)
-        empty = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
-        start = (empty, own, jnp.array(False))
-        (outcome, used, _), _ = lax.scan(attempt, start, jnp.arange(len(self.pairs), dtype=jnp.int32))
+        def fall_back(carry):
+            return lax.scan(attempt, carry, jnp.arange(1, len(self.pairs), dtype=jnp.int32))[0]
+
+        outcome, used, _ = lax.cond(
+            eqxi.unvmap_any(~done & (first > 0)), fall_back, lambda carry: carry, (outcome, used, done)
+        )
         y1, y_error, dense, inner, result, failed = outcome
         y1, y_error, result = end_if_stalled(failed, t1 - t0, state.inner.h_ref, y0, y1, y_error, result)
 
