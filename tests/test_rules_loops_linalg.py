@@ -8,7 +8,6 @@ implicit function theorem (the recipe of docs/api/custom-rules.md), the error fo
 `while_loop`, and where that error points when scalar batching has rewritten the field.
 """
 
-import functools
 import math
 
 import diffrax
@@ -25,6 +24,8 @@ from taylorode._coefficients import _batching, recurrence
 from taylorode._coefficients.jvp import JvpMethod
 from taylorode._coefficients.recurrence import RecurrenceMethod
 
+from .test_rules_crosscheck import _compiler_options
+
 
 ORDER = 5
 REC = RecurrenceMethod(batch_scalars=False)
@@ -32,20 +33,6 @@ JVP = JvpMethod()
 TOL = 1e-8
 Y3 = np.array([0.3, -0.5, 0.7])
 M3 = np.array([[2.0, 0.3, -0.1], [0.2, 1.5, 0.4], [-0.3, 0.1, 1.8]])
-
-
-@functools.cache
-def _compiler_options():
-    """Small programs run once: compiled without LLVM's optimisations they compile
-    faster (left out where the backend does not know the options)."""
-    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-    if jax.default_backend() != "cpu":
-        return None
-    try:
-        jax.jit(lambda x: x + 1).lower(1.0).compile(options)
-    except Exception:
-        return None
-    return options
 
 
 def _recording_rules(monkeypatch) -> set:

@@ -1,0 +1,120 @@
+"""Benchmark: first-call cost of `Taylor()` against Dopri8 over a battery of fields.
+
+The fields users write: the non-smooth fields of the test module
+`tests/nonsmooth_fields.py` (imported by path; `jnp.sign`, `jnp.clip`, `jnp.interp`, an
+`equinox.nn.MLP` with relu, `jnp.where` on t and y, ...), the coefficient-engine fields
+of `_problems.coefficient_fields` (Kepler, Lorenz, N-body, a 100-oscillator chain, a
+tanh MLP) and a 4-dimensional field of smooth activations (softplus, gelu, sigmoid,
+tanh, silu). For each: `jax.jit(solve).lower(y0).compile()` of a whole `diffeqsolve`
+from t0 to t0 + 1 (trace, lower and compile together, the best of `--repeats` with
+`jax.clear_caches()` before each), for `taylorode.Taylor()` +
+`taylorode.TaylorController(tol, tol)` and `diffrax.Dopri8()` +
+`diffrax.PIDController(tol, tol)`, and the ratio. The target: no field above 3x Dopri8.
+
+    python benchmarks/bench_compile_battery.py             # tol 1e-10, 2 repeats
+    python benchmarks/bench_compile_battery.py --quick     # 4 fields, 1 repeat
+"""
+
+import importlib.util
+import time
+from pathlib import Path
+
+import _harness as h  # first: it enables float64 before JAX starts
+import _problems as P
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import taylorode
+
+
+TOL = 1e-10
+TARGET = 3.0
+
+
+def _nonsmooth_module():
+    path = Path(__file__).resolve().parent.parent / "tests" / "nonsmooth_fields.py"
+    spec = importlib.util.spec_from_file_location("nonsmooth_fields", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def activations(t, y, args):
+    return jnp.stack([
+        jax.nn.softplus(y[1]) - y[0],
+        jax.nn.gelu(y[2]) - y[1],
+        jax.nn.sigmoid(y[3]) - y[2],
+        jnp.tanh(y[0]) + jax.nn.silu(y[1]) - y[3],
+    ])
+
+
+def battery():
+    """[(name, f(t, y, args), y0, t0)]."""
+    fields = [(p.name, p.f, jnp.asarray(p.y0), p.t0) for p in _nonsmooth_module().PROBLEMS]
+    for name, fn, y in P.coefficient_fields():
+        field = fn if name != "MLP tanh (8)" else (lambda t, y, args, fn=fn: fn(t, y, args))
+        fields.append((name, field, y, 0.0))
+    fields.append(("activations (4)", activations, jnp.array([0.1, 0.2, 0.3, 0.4]), 0.0))
+    return fields
+
+
+def first_call_s(field, y0, t0, solver, controller, repeats):
+    def solve(y0):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field), solver, t0, t0 + 1.0, None, y0,
+            stepsize_controller=controller, max_steps=100_000, throw=False,
+        ).ys[-1]
+
+    best = float("inf")
+    for _ in range(repeats):
+        jax.clear_caches()
+        start = time.perf_counter()
+        jax.jit(solve).lower(y0).compile()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main():
+    parser = h.parser(__doc__, "results_compile_battery.md", quick_help="4 fields, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=None, help="default 2 (quick 1)")
+    cli = h.parse_args(parser)
+    repeats = cli.repeats or (1 if cli.quick else 2)
+    fields = battery()
+    if cli.quick:
+        fields = fields[:2] + fields[-2:]
+    lines = []
+    h.emit(lines, [
+        "# First-call cost over a battery of fields: Taylor() vs Dopri8",
+        "",
+        *h.environment_lines(cli.quick),
+        f"- tol {TOL:g} (rtol = atol); `Taylor()` + `TaylorController`, `Dopri8` + "
+        "`PIDController`; trace + lower + compile of a whole `diffeqsolve` over "
+        f"[t0, t0 + 1], best of {repeats} with `jax.clear_caches()` before each.",
+        "",
+    ])
+    rows, ratios = [], []
+    for name, field, y0, t0 in fields:
+        taylor = first_call_s(
+            field, y0, t0, taylorode.Taylor(), taylorode.TaylorController(rtol=TOL, atol=TOL), repeats
+        )
+        dopri = first_call_s(field, y0, t0, diffrax.Dopri8(), diffrax.PIDController(rtol=TOL, atol=TOL), repeats)
+        ratios.append(taylor / dopri)
+        rows.append([name, str(y0.size), f"{taylor:.2f}", f"{dopri:.2f}", f"{taylor / dopri:.2f}",
+                     "yes" if taylor / dopri <= TARGET else "**no**"])
+        print(f"  {name}: Taylor {taylor:.2f} s, Dopri8 {dopri:.2f} s, ratio {taylor / dopri:.2f}", flush=True)
+    h.emit(lines, h.md_table(
+        ["field", "n", "Taylor() s", "Dopri8 s", "Taylor / Dopri8", f"<= {TARGET:g}x"], "lrrrrl", rows,
+    ))
+    r = np.asarray(ratios)
+    h.emit(lines, [
+        "",
+        f"- Ratio over {len(r)} fields: median {np.median(r):.2f}, range {r.min():.2f}-{r.max():.2f}; "
+        f"{int(np.sum(r <= TARGET))} of {len(r)} within {TARGET:g}x.",
+    ])
+    h.write_results(cli, lines)
+
+
+if __name__ == "__main__":
+    main()
