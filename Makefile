@@ -57,10 +57,14 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_workprecision.py
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_switch.py
-	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4
+	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4 --problems robertson vdp1e3 vdp1e6 brusselator
+	$(BIN)/python benchmarks/bench_stiff.py --problems hires pollu oregonator robertson vdp1e3 \
+	  --tols 1e-4 1e-6 1e-8 --solvers Kvaerno5+PID "scipy Radau" "CVODE(BDF)" VOHO+PID HO XHO \
+	  --ho 1,2 2,3 --xho 1,2 --out benchmarks/results_stiff_default.md --no-plot
 	$(BIN)/python benchmarks/bench_sensitivity.py
 	$(BIN)/python benchmarks/bench_nonsmooth.py
 	$(BIN)/python benchmarks/bench_compile.py
+	$(BIN)/python benchmarks/bench_compile_battery.py
 	$(BIN)/python benchmarks/bench_compile.py --xla-flags=--xla_cpu_use_fusion_emitters=false \
 	  --out benchmarks/results_compile_no_emitters.md
 	$(BIN)/python benchmarks/render_docs.py
