@@ -26,11 +26,12 @@ from ._precision import check_tolerances
 
 
 def tolerance_scale(rtol, atol, y0, y1) -> Array:
-    """`atol + rtol * max(|y0|, |y1|)` per component, in the dtype of `y0`: what an
-    error is measured against (as diffrax's `PIDController` does)."""
+    """`atol + rtol * max(|y0|, |y1|)` per component, in the real dtype of `y0` (a
+    complex state's included): what an error is measured against (as diffrax's
+    `PIDController` does)."""
     y = jnp.maximum(jnp.abs(y0), jnp.abs(y1))
     with jax.numpy_dtype_promotion("standard"):
-        return (atol + rtol * y).astype(jnp.result_type(y0))
+        return (atol + rtol * y).astype(jnp.result_type(y))
 
 
 def jorba_zou_factor(order: int) -> float:

@@ -728,7 +728,14 @@ class RecurrenceMethod(AbstractTaylorMethod):
             # Invalid series (see `_collect.py`): the last coefficient is made NaN,
             # which the solvers' finiteness checks see; one select, not one per order.
             coeffs = coeffs[:-1] + [_poison(coeffs[-1], invalid)]
-        dtype = jnp.result_type(*[jnp.asarray(x) for x in jtu.tree_leaves(coeffs[0])], jnp.asarray(t0))
+        # The switching functions are real: the real dtype of the state (a complex
+        # state's included) and of t0, promoted explicitly (strict promotion allows no
+        # implicit mix of real and complex).
+        dtypes = [jnp.result_type(x) for x in jtu.tree_leaves(coeffs[0])] + [jnp.result_type(t0)]
+        dtype = functools.reduce(
+            jnp.promote_types,
+            [jnp.finfo(d).dtype if jnp.issubdtype(d, jnp.inexact) else d for d in dtypes],
+        )
         switch_coeffs = _series_rows(collector.series, order, dtype)
         unseen = tuple(sorted(collector.opaque.items(), key=lambda kv: kv[0]))
         return coeffs, SwitchSeries(switch_coeffs, unseen)

@@ -196,7 +196,8 @@ def _scale_fn(rtol, atol):
         y1 = jnp.where(nan, y0, y1)
         # A zero estimate is zero whatever the scale (a step that ends the solve on a
         # non-finite state reports zero).
-        return jnp.where(e == 0, jnp.zeros_like(e), e / tolerance_scale(rtol, atol, y0, y1))
+        with jax.numpy_dtype_promotion("standard"):  # a complex state's estimate
+            return jnp.where(e == 0, jnp.zeros_like(e), e / tolerance_scale(rtol, atol, y0, y1))
 
     return scale
 
