@@ -140,3 +140,21 @@ def test_windowed_max_and_min_switch():
     sol = _taylor(field, 1.0, jnp.array([0.0, 0.5, 0.0, 0.0]))
     exact = np.array([1.0, -0.5, 9 / 16, -1 / 16])
     assert _error(sol, exact) < TOL
+
+
+def test_a_windowed_sum_is_not_a_switch():
+    # The engines that cannot see switches warn of them; a generic reduce_window with
+    # `add` (an initial value that is not the identity) is smooth, one with `max` is not.
+    import warnings
+
+    for reducer, switches in ((lax.add, False), (lax.max, True)):
+        def field(t, y, args, reducer=reducer):
+            return jnp.pad(lax.reduce_window(y, 0.5, reducer, (2,), (1,), "VALID"), (0, 1))
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            diffrax.diffeqsolve(
+                diffrax.ODETerm(field), taylorode.Taylor(order=3, method="jvp"), 0.0, 0.1, 0.1, jnp.ones(3)
+            )
+        warned = any(issubclass(w.category, taylorode.SwitchWarning) for w in caught)
+        assert warned == switches, reducer

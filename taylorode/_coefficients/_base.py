@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jax import lax
 from jaxtyping import PyTree
 
 
@@ -154,7 +155,12 @@ def _switching_operations(jaxpr, dependent: list[bool], found: dict) -> None:
         name = eqn.primitive.name
         integer_out = not any(jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars)
         # (float-to-float conversions are smooth; to integers they are caught below)
-        if (name in SWITCHING and name != "convert_element_type") or (integer_out and name not in NOT_SWITCHES):
+        switching = name in SWITCHING and name != "convert_element_type"
+        if name == "reduce_window":  # a windowed sum is smooth; max and min switch
+            from ._rules import _window_reducer
+
+            switching = _window_reducer(eqn.params) is not lax.add_p
+        if switching or (integer_out and name not in NOT_SWITCHES):
             found.setdefault(name, None)
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
