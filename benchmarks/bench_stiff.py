@@ -157,31 +157,6 @@ def run_scipy(problem, tol, settings, method, order):
     return finish(problem, r, y1, nfev=sol.nfev, jac_evals=sol.njev, nlu=sol.nlu)
 
 
-@SOLVERS.add("VOHO+PID")
-def variable_order_ho(problem, tol, settings):
-    """`taylorode.VariableOrderHermiteObreschkoff()` (pairs HO(1, 2) and HO(2, 3)) with
-    diffrax's PIDController; order column: accepted steps per order (3 and 5)."""
-    def outputs(sol):
-        return dict(taylorode.implicit_stats(sol), counts=taylorode.order_counts(sol))
-
-    r = run_diffrax(
-        problem,
-        taylorode.VariableOrderHermiteObreschkoff(),
-        diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
-        settings,
-        order="3/5",
-        saveat=diffrax.SaveAt(t1=True, solver_state=True),
-        outputs=outputs,
-    )
-    out = r["outputs"] or {}
-    if "counts" in out:
-        r["order"] = h.fmt_order({q: int(n) for q, n in out["counts"].items()})
-    return finish(
-        problem, r, r["y1"], newton=out.get("newton_iterations"),
-        jac_evals=out.get("jacobian_evaluations"),
-    )
-
-
 @SOLVERS.add("scipy Radau")
 def scipy_radau(problem, tol, settings):
     return run_scipy(problem, tol, settings, "Radau", 5)
@@ -267,14 +242,14 @@ def ho_name(p, q, extrapolated=False):
     return f"{'X' if extrapolated else ''}HO({p},{q})+PID"
 
 
-def ho_config(p, q, extrapolated=False):
-    """`taylorode.HermiteObreschkoff(p, q)` (order p + q), or with `extrapolated`
-    `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` (order p + q + 1), with diffrax's
-    PIDController, recording `taylorode.implicit_stats` where it exists."""
-    if extrapolated:
-        solver, order = taylorode.ExtrapolatedHermiteObreschkoff(p, q), p + q + 1
-    else:
-        solver, order = taylorode.HermiteObreschkoff(p, q), p + q
+def implicit_run(solver, order, orders_used=False):
+    """A run of a taylorode implicit solver with diffrax's PIDController, recording
+    `taylorode.implicit_stats` where it exists, and with `orders_used` the accepted
+    steps per order (`taylorode.order_counts`) in the order column."""
+
+    def outputs(sol):
+        out = taylorode.implicit_stats(sol) if HAVE_IMPLICIT_STATS else {}
+        return dict(out, counts=taylorode.order_counts(sol)) if orders_used else out
 
     def run(problem, tol, settings):
         r = run_diffrax(
@@ -284,9 +259,11 @@ def ho_config(p, q, extrapolated=False):
             settings,
             order=order,
             saveat=diffrax.SaveAt(t1=True, solver_state=True),
-            outputs=taylorode.implicit_stats if HAVE_IMPLICIT_STATS else None,
+            outputs=outputs,
         )
         implicit = r["outputs"] or {}
+        if "counts" in implicit:
+            r["order"] = h.fmt_order({q: int(n) for q, n in implicit["counts"].items()})
         return finish(
             problem,
             r,
@@ -295,7 +272,24 @@ def ho_config(p, q, extrapolated=False):
             jac_evals=implicit.get("jacobian_evaluations"),
         )
 
-    return h.Solver(ho_name(p, q, extrapolated), run)
+    return run
+
+
+# `taylorode.VariableOrderHermiteObreschkoff()` (pairs HO(1, 2) and HO(2, 3)); order
+# column: accepted steps per order (3 and 5).
+if hasattr(taylorode, "VariableOrderHermiteObreschkoff"):
+    SOLVERS.add("VOHO+PID")(implicit_run(taylorode.VariableOrderHermiteObreschkoff(), "3/5", orders_used=True))
+
+
+def ho_config(p, q, extrapolated=False):
+    """`taylorode.HermiteObreschkoff(p, q)` (order p + q), or with `extrapolated`
+    `taylorode.ExtrapolatedHermiteObreschkoff(p, q)` (order p + q + 1), with diffrax's
+    PIDController (`implicit_run`)."""
+    if extrapolated:
+        solver, order = taylorode.ExtrapolatedHermiteObreschkoff(p, q), p + q + 1
+    else:
+        solver, order = taylorode.HermiteObreschkoff(p, q), p + q
+    return h.Solver(ho_name(p, q, extrapolated), implicit_run(solver, order))
 
 
 def is_ho(name):

@@ -53,16 +53,25 @@ def order_from_tolerance(eps: float, max_order: int) -> int:
 RUNTIME_ORDERS = (6, 10, 14, 18)
 
 
+def is_traced(*values) -> bool:
+    """Whether any of `values` is only known at run time (a `jit` argument, a vmapped
+    array), so that it cannot be read as a number at trace time."""
+    try:
+        for v in values:
+            np.asarray(v, dtype=float)
+    except Exception:  # a tracer
+        return True
+    return False
+
+
 def static_tolerance(rtol, atol) -> float | None:
     """The static tolerance the order is chosen from: `rtol`, or `atol` where
     `rtol = 0` (the smallest entry where they are arrays); `None` where the tolerance
-    is traced (a `jit` argument, a vmapped array), so only known at run time."""
-    try:
-        r = float(np.min(np.asarray(rtol)))
-        a = float(np.min(np.asarray(atol)))
-    except Exception:  # a tracer
+    is traced (`is_traced`)."""
+    if is_traced(rtol, atol):
         return None
     check_tolerances(rtol, atol, "taylorode.Taylor()")
+    r, a = float(np.min(np.asarray(rtol))), float(np.min(np.asarray(atol)))
     return r if r > 0 else a
 
 

@@ -7,11 +7,9 @@ combines them with its own), so a failure inside the loop is reported as
 """
 
 import diffrax
-import jax.numpy as jnp
-import jax.tree_util as jtu
-import numpy as np
 
-from ._jorba_zou import valid_tolerance
+from ._jorba_zou import is_traced, valid_tolerance
+from ._solver.base import all_finite
 
 
 class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -48,7 +46,6 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "every order there. (A solution that blows up in finite time ends the same "
         "way.)"
     )
-
     implicit_step_stalled = (
         "The implicit step's Newton iteration kept failing, down to steps a millionth of "
         "the last accepted one, so no smaller step would help. Higher "
@@ -64,15 +61,6 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     )
 
 
-def _traced(*values) -> bool:
-    try:
-        for v in values:
-            np.asarray(v, dtype=float)
-    except Exception:
-        return True
-    return False
-
-
 def is_okay(result: RESULTS):
     """`result` is `successful` or `event_occurred` (diffrax's `is_okay`)."""
     return (result == RESULTS.successful) | (result == RESULTS.event_occurred)
@@ -84,8 +72,7 @@ def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None
     non-finite `y0` (whatever the solver reported), or a singular vector field
     (`nonfinite` from a taylorode solver started from a finite state)."""
     result = RESULTS.promote(result)
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y0) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    finite = jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+    finite = all_finite(y0)
     if taylor_solver:
         singular = finite & (result == RESULTS.nonfinite)
         result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
@@ -93,6 +80,6 @@ def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None
         result = RESULTS.where(stalled, RESULTS.implicit_step_stalled, result)
     result = RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
     rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
-    if rtol is not None and atol is not None and _traced(rtol, atol):
+    if rtol is not None and atol is not None and is_traced(rtol, atol):
         result = RESULTS.where(valid_tolerance(rtol, atol), result, RESULTS.invalid_tolerance)
     return result
