@@ -3,13 +3,15 @@
 # `make test` runs the test suite (examples included, with short horizons), builds the
 # documentation site with `mkdocs build --strict`, and checks that the wheel installs and
 # imports in a clean virtual environment.
+# `make site-check` (a developer check, not in `make test`: it needs Chromium) builds the
+# docs and opens its pages in headless Chromium (tools/check_site.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test docs wheel-check bench bench-quick clean
+.PHONY: demo test docs site-check wheel-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,14 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+# The built site in headless Chromium, offline (every host but localhost unresolvable):
+# the math of every API page typeset by the vendored MathJax, the examples' sources and
+# the home page's code shown, no failed requests, no list item left unrendered in a
+# paragraph. Needs Chromium (`apt-get install chromium`, or CHROMIUM=/path/to/chrome);
+# CI has none, so `make test` does not run it.
+site-check: docs
+	$(BIN)/python tools/check_site.py
 
 # Build the wheel, install it into a fresh virtual environment (not editable, outside the
 # source tree) and import it there.
