@@ -179,9 +179,15 @@ class _PadeChordState(eqx.Module):
 
 class PadeChord(optx.AbstractRootFinder):
     """Chord (simplified Newton) iterations `y <- y - Q(hJ)^{-1} F(y)` for the implicit
-    relation of [`taylorode.HermiteObreschkoff`][], with the factored inverse of the
-    Newton matrix described in this module's docstring. The solver hands the
-    factorisations in through `options["init_state"]` (it computes `J` once per step).
+    relation of [`taylorode.HermiteObreschkoff`][], with the Newton matrix `Q(hJ)` (the
+    denominator of the (p, q) Padé approximant of `e^z` at `hJ`) never formed: its
+    entries grow like `|hλ|^q`, far beyond float64 on stiff problems. Its inverse is
+    applied by partial fractions over the roots `r_k` of `Q`,
+    `Q(hJ)^{-1} b = sum_k w_k (hJ - r_k I)^{-1} b` with `w_k = 1 / Q'(r_k)`: one LU
+    factorisation per root (one complex one per conjugate pair), each as well
+    conditioned as an implicit Euler step's matrix, as in Radau5's transformation of its
+    Newton system. The solver hands the factorisations in through
+    `options["init_state"]` (it computes `J` once per step).
 
     Convergence is judged as in Radau5 (Hairer & Wanner II, IV.8): from the second
     iteration on, the solve stops once the estimated remaining error `|Δ| θ/(1-θ)`

@@ -56,9 +56,11 @@ class AbstractTaylorMethod(eqx.Module):
             f"method={self.name!r} cannot. Use taylorode.Taylor(method='recurrence')."
         )
 
+    # `fn` is annotated in full, not as `VectorField`: this signature is on the API page,
+    # where a private alias would be a name users cannot look up.
     @abc.abstractmethod
     def expand(
-        self, fn: VectorField, t0: Any, y0: PyTree, args: Any, order: int
+        self, fn: Callable[[Any, PyTree, Any], PyTree], t0: Any, y0: PyTree, args: Any, order: int
     ) -> list[PyTree]:
         """Return `[y^[0], ..., y^[order]]` for `y' = fn(t, y, args)`, `y(t0) = y0`."""
 
