@@ -193,3 +193,19 @@ def test_signatures_name_no_private_object():
                     if public not in {i for i, _ in _directives()}:
                         problems.append(f"{function.path}: {name} ({path}) is not public")
     assert not problems, "\n".join(problems)
+
+
+def test_faq_versions_are_pyproject_ranges():
+    """The FAQ's table of tested versions is pyproject.toml's dependency ranges."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    faq = (ROOT / "docs" / "faq.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in faq if line.strip().startswith("|")]
+    for dependency in project["dependencies"]:
+        name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", dependency).groups()
+        assert any(
+            name in re.split(r"[\s,|]+", row) and f"`{spec.replace(' ', '')}`" in row for row in rows
+        ), f"docs/faq.md does not list {dependency} (pyproject.toml)"
+    minimum = re.fullmatch(r">=\s*([\d.]+)", project["requires-python"]).group(1)
+    assert any(f"Python {minimum} or newer" in line for line in faq)
