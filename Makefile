@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test docs site-check wheel-check bench bench-quick clean
+.PHONY: demo test test-oldest docs site-check wheel-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,38 @@ wheel-check: $(STAMP)
 	  assert 'wheel-venv' in taylorode.__file__, taylorode.__file__; \
 	  sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -y), taylorode.Taylor(order=4), 0.0, 1.0, 0.1, jnp.array(1.0)); \
 	  assert abs(float(sol.ys[-1]) - 0.36787944) < 1e-6; print('wheel OK:', taylorode.__version__, taylorode.__file__)"
+
+# A smoke subset of the suite on the oldest releases that pyproject.toml allows (pinned in
+# .ci/oldest.txt), in its own virtual environment: build/oldest-venv. CI runs it after
+# `make test` (.ci/run); most of its time is pip installing those releases.
+OLDEST := build/oldest-venv
+OLDEST_STAMP := $(OLDEST)/.installed
+# The smoke subset: diffeqsolve interop, Taylor() and TaylorController, the recurrence
+# engine, HermiteObreschkoff (about a minute on two cores).
+ENGINE_TESTS := tests/test_engine.py::test_
+HO_TESTS := tests/test_hermite_obreschkoff.py::test_
+OLDEST_TESTS := tests/test_interop.py tests/test_protocol.py tests/test_controller.py \
+  $(ENGINE_TESTS)high_order_against_mpmath $(ENGINE_TESTS)mlp_vector_field_matches_jvp_tower \
+  $(ENGINE_TESTS)custom_taylor_rule_is_used $(ENGINE_TESTS)unsupported_primitive_names_it_and_where \
+  $(ENGINE_TESTS)solver_with_recurrence_matches_kepler \
+  $(HO_TESTS)convergence_order $(HO_TESTS)robertson $(HO_TESTS)van_der_pol_stiff_beats_kvaerno5_steps \
+  '$(HO_TESTS)vmap_and_grad_against_finite_differences[HermiteObreschkoff]' \
+  $(HO_TESTS)dense_output_is_hermite_interpolant $(HO_TESTS)bad_input
+
+$(OLDEST_STAMP): pyproject.toml .ci/oldest.txt
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet --constraint .ci/oldest.txt -e . \
+	  pytest pytest-xdist hypothesis mpmath
+	touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -c "import importlib.metadata as m, pathlib; \
+	  pins = [l.split('==') for l in pathlib.Path('.ci/oldest.txt').read_text().split() if '==' in l]; \
+	  bad = [(n, v, m.version(n)) for n, v in pins if m.version(n) != v]; \
+	  assert not bad, bad; print('oldest:', ', '.join('=='.join(p) for p in pins))"
+	$(OLDEST)/bin/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider $(OLDEST_TESTS)
 
 # Every benchmark script, then the tables of docs/benchmarks.md refreshed from the
 # results files they write (benchmarks/results_*.md).
