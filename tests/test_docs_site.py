@@ -209,3 +209,21 @@ def test_faq_versions_are_pyproject_ranges():
         ), f"docs/faq.md does not list {dependency} (pyproject.toml)"
     minimum = re.fullmatch(r">=\s*([\d.]+)", project["requires-python"]).group(1)
     assert any(f"Python {minimum} or newer" in line for line in faq)
+
+
+def test_home_page_numbers_are_the_benchmark_pages():
+    """Every ratio, time range and tolerance in the home page's summary is quoted from
+    docs/benchmarks.md, so the two cannot disagree."""
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    summary = home.split("## At a glance", 1)[1].split("\n## ", 1)[0]
+    benchmarks = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    numbers = re.findall(r"\d+(?:\.\d+)?(?:–\d+(?:\.\d+)?)?(?:×| s\b)|\d(?:\.\d+)?e-\d+", summary)
+    assert len(numbers) > 10
+    missing = [number for number in numbers if number not in benchmarks]
+    assert not missing, f"docs/index.md quotes {missing}, which docs/benchmarks.md does not have"
+
+
+def test_home_page_citation_is_taylorodes():
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    block = re.search(r"```bibtex\n(.*?)```", home, re.DOTALL).group(1)
+    assert block.strip() == taylorode.citation(taylorode.Taylor()).split("\n\n")[0].strip()
