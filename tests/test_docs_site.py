@@ -227,3 +227,27 @@ def test_home_page_citation_is_taylorodes():
     home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
     block = re.search(r"```bibtex\n(.*?)```", home, re.DOTALL).group(1)
     assert block.strip() == taylorode.citation(taylorode.Taylor()).split("\n\n")[0].strip()
+
+
+def test_no_list_item_left_in_a_paragraph():
+    """A list item written right under an indented paragraph, without a blank line, renders
+    as text inside that paragraph ("... raised. - **Deprecations.** ..."). Rendered here
+    with the site's Markdown extensions; `make site-check` looks for the same in the
+    built site."""
+    markdown = pytest.importorskip("markdown")
+    extensions = [
+        "admonition", "attr_list", "md_in_html", "tables", "pymdownx.details",
+        "pymdownx.superfences", "pymdownx.arithmatex", "pymdownx.snippets",
+    ]
+    configs = {"pymdownx.arithmatex": {"generic": True}, "pymdownx.snippets": {"base_path": [str(ROOT)]}}
+    found = []
+    for page in _user_pages():
+        html = markdown.markdown(
+            page.read_text(encoding="utf-8"), extensions=extensions, extension_configs=configs
+        )
+        for paragraph in re.findall(r"<p>(.*?)</p>", html, re.DOTALL):
+            text = re.sub(r'<span class="arithmatex">.*?</span>|<code>.*?</code>|<[^>]+>', "", paragraph, flags=re.DOTALL)
+            for line in text.splitlines()[1:]:
+                if re.match(r"\s*[-*+]\s+\S", line):
+                    found.append(f"{page.relative_to(ROOT)}: {line.strip()[:70]}")
+    assert not found, "list items rendered as paragraph text (add a blank line before them):\n" + "\n".join(found)
