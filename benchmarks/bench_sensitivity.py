@@ -23,7 +23,7 @@ gives, for `jax.grad` with `RecursiveCheckpointAdjoint`, `DirectAdjoint` and
 
 Each configuration runs in its own process (`--worker`), under a time limit
 (`--timeout`); a configuration that fails or runs out of time is reported with the
-stage it reached and its error. The issue's target: with Taylor(order=16), every adjoint
+stage it reached and its error. The target: with Taylor(order=16), every adjoint
 matches the finite differences to 1e-6 (relative) and compiles in at most 60 s.
 
     python benchmarks/bench_sensitivity.py            # full run
@@ -262,7 +262,7 @@ def main():
         f"(plain central differences at h: {rel_error(fd_plain, exact_grad):.1e}); "
         f"references took {ref_s:.1f} s.",
         f"- Exact gradient dL/d(x0, y0, vx0, vy0, mu): {', '.join(f'{g:.10g}' for g in exact_grad)}",
-        f"- Target (issue): Taylor(order={TAYLOR_ORDER}): rel. err vs FD <= {TARGET_REL_ERROR:g} "
+        f"- Target: Taylor(order={TAYLOR_ORDER}): rel. err vs FD <= {TARGET_REL_ERROR:g} "
         f"with every adjoint, compile <= {TARGET_COMPILE_S:g} s.",
         "",
         *h.md_table(

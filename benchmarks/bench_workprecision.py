@@ -49,7 +49,7 @@ GRID = h.Grid(
 TARGET_ERROR = 1e-10
 MAX_STEPS = 1_000_000  # Tsit5 at 1e-14 takes tens of thousands of steps
 
-# Issue 4's targets for Taylor() + TaylorController.
+# The targets for Taylor() + TaylorController, at equal achieved error TARGET_ERROR.
 TARGET_SPEEDUP = 3.0  # run time of Dopri8 / Taylor()+TC at equal error, at least
 TARGET_STEPS = 1.2  # steps of Taylor()+TC / heyoka at the same tol, at most
 TARGET_REJECTED = 0.02  # rejected / all steps of Taylor()+TC, at most
