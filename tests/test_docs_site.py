@@ -31,8 +31,9 @@ PRIVATE = re.compile(
     r"|(?<![\w./])_coefficients\b"
     r"|\bmodule's docstring\b"
 )
-# Project bookkeeping, which belongs in the tracker, not in the docs.
-TRACKING = re.compile(r"\bissues?\b|\bdone when\b|\bsessions?\b|\bmilestones?\b", re.IGNORECASE)
+# Project bookkeeping, which belongs in the tracker, not in the docs. ("issues" alone is
+# allowed: the changelog names the project's issue-tracker link.)
+TRACKING = re.compile(r"\bissue\b|\bdone when\b|\bsessions?\b|\bmilestones?\b", re.IGNORECASE)
 
 
 def _directives():
