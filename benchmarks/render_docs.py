@@ -14,10 +14,12 @@ copy of a table (or of the header) of one results file, between two markers:
   Machine, Versions, Command, settings), verbatim.
 
 A table with numbers that is not a copy of a results file must say why: the last
-non-blank line before it ends with `<!-- not generated: <reason> -->`. `tests/test_benchmark_docs.py`
-checks all three rules (blocks up to date, markers naming a file and a table that
-exist, no unmarked numeric table outside the blocks) with the functions below, which
-read files only (no JAX).
+non-blank line before it ends with `<!-- not generated: <reason> -->`. A line of prose
+that opens like a line of a results file (its first 40 characters) is a copy of one and
+must equal it. `tests/test_benchmark_docs.py` checks all four rules (blocks up to date,
+markers naming a file and a table that exist, no unmarked numeric table outside the
+blocks, copied lines up to date) with the functions below, which read files only (no
+JAX).
 
     python benchmarks/render_docs.py            # rewrite the blocks of docs/benchmarks.md
     python benchmarks/render_docs.py --check    # report stale blocks, exit 1 if any
@@ -187,6 +189,32 @@ def unmarked_numeric_tables(text):
     return bad
 
 
+# Lines of prose copied from a results file (a "Reference: ..." line, a "Run-time ratios
+# ..." line) are recognised by their opening: this many characters equal to the opening
+# of a line of some results file.
+COPY_PREFIX = 40
+
+
+def stale_copies(text, root=ROOT):
+    """[(line number, line)] of the lines outside generated blocks that open like a line
+    of a results file (the same first `COPY_PREFIX` characters) but equal none of them:
+    a copy of a results line that was not refreshed with its file."""
+    lines = text.splitlines()
+    inside = set()
+    for block in blocks(lines):
+        inside.update(range(block.begin, block.end + 1))
+    sources = {}
+    for path in sorted((root / "benchmarks").glob("results_*.md")):
+        for line in path.read_text().splitlines():
+            if len(line) >= COPY_PREFIX:
+                sources.setdefault(line[:COPY_PREFIX], set()).add(line)
+    return [
+        (i + 1, line) for i, line in enumerate(lines)
+        if i not in inside and len(line) >= COPY_PREFIX
+        and line not in sources.get(line[:COPY_PREFIX], {line})
+    ]
+
+
 def diff(block, old, new):
     return "\n".join(difflib.unified_diff(
         old, new, f"docs (line {block.begin + 1})", f"{block.path}, {block.what}",
@@ -210,8 +238,12 @@ def main():
               f"refreshed line {block.begin + 1}: {block.path}, {block.what}")
     for line, first in unmarked_numeric_tables(text):
         print(f"{cli.doc}:{line}: numeric table outside a generated block: {first[:60]}")
+    stale = stale_copies(text)
+    for line, copy in stale:
+        print(f"{cli.doc}:{line}: copied from a results file but differs from it now: "
+              f"{copy[:60]}")
     if cli.check:
-        sys.exit(1 if changed else 0)
+        sys.exit(1 if changed or stale else 0)
     if changed:
         cli.doc.write_text(new_text)
     print(f"{len(changed)} of {len(blocks(text.splitlines()))} blocks refreshed in {cli.doc}")

@@ -4,9 +4,10 @@ Every table of measurements on the benchmarks page sits in a generated block,
 `<!-- generated: benchmarks/results_<name>.md, table <N> -->` ... `<!-- /generated -->`
 (or `header`), which `python benchmarks/render_docs.py` fills in from the results file.
 These tests parse files only (no JAX, no heyoka): they fail when a block differs from its
-source, when a marker names a results file or table that does not exist, and when a table
+source, when a marker names a results file or table that does not exist, when a table
 with numbers stands outside the blocks without a `<!-- not generated: <reason> -->`
-note on the last non-blank line before it.
+note on the last non-blank line before it, and when a line of prose copied from a results
+file (one that opens like a line of it) no longer equals that line.
 """
 
 import importlib.util
@@ -60,6 +61,15 @@ def test_numeric_tables_are_generated():
         "from a results file with a generated block, or say why not with "
         "'<!-- not generated: <reason> -->' on the last non-blank line before them):\n"
         + "\n".join(f"line {line}: {first}" for line, first in bad)
+    )
+
+
+def test_lines_copied_from_results_files_match_them():
+    stale = rd.stale_copies(DOC.read_text())
+    assert not stale, (
+        "lines of docs/benchmarks.md that copy a line of a results file (the same opening) "
+        "but differ from it: copy the line again from its file\n"
+        + "\n".join(f"line {line}: {text[:100]}" for line, text in stale)
     )
 
 
@@ -142,3 +152,14 @@ def test_numeric_table_outside_blocks_is_flagged_unless_marked(root):
     assert rd.unmarked_numeric_tables(words) == []
     inside, _ = rd.refresh(_doc("table 1"), root)
     assert rd.unmarked_numeric_tables(inside) == []
+
+
+def test_stale_copy_of_a_results_line_is_flagged(root):
+    line = "Reference: heyoka in long double agrees to 2.9e-14 on every component."
+    (root / "benchmarks" / "results_x.md").write_text(RESULTS + "\n" + line + "\n")
+    doc = "\n".join(["# Doc", "", line, "", "Prose of the page, long enough to be compared.", ""])
+    assert rd.stale_copies(doc, root) == []
+    stale = doc.replace("2.9e-14", "3.1e-14")
+    assert rd.stale_copies(stale, root) == [(3, line.replace("2.9e-14", "3.1e-14"))]
+    # Inside a generated block the block check applies instead.
+    assert rd.stale_copies(_doc("table 1", [line.replace("2.9", "3.1")]), root) == []
