@@ -157,3 +157,43 @@ def test_fast_float32_field_starts_without_overflow(controller):
 
 def eqx_tree_replace(module, **fields):
     return eqx.tree_at(lambda m: tuple(getattr(m, k) for k in fields), module, tuple(fields.values()))
+
+
+def _count_primitive(jaxpr, name):
+    """How many equations named `name` a jaxpr holds, its sub-jaxprs included (each as
+    often as it is referenced)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == name
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    n += _count_primitive(inner, name)
+    return n
+
+
+@pytest.mark.parametrize("switching", [False, True])
+def test_one_coefficient_kernel_in_the_program(switching):
+    # Compile time follows the size of the program, and the coefficient expansion is
+    # most of it: a Taylor() solve holds it once (every expansion of a step, the first
+    # step's at y0 included, goes through one loop). The field has one `sin`, and
+    # each expansion evaluates it once (at order 0), so the solve's jaxpr has one
+    # `sin` per copy of the expansion per candidate order, plus the one of the
+    # controller's first-step time scale.
+    def field(t, y, args):
+        force = -jnp.sin(y[0])
+        if switching:
+            force = force - 0.1 * jnp.sign(y[1])
+        return jnp.stack([y[1], force])
+
+    def sines(solver):
+        def solve(y0):
+            return diffrax.diffeqsolve(
+                diffrax.ODETerm(field), solver, 0.0, 1.0, None, y0,
+                stepsize_controller=taylorode.TaylorController(rtol=1e-8, atol=1e-8),
+            ).ys
+        return _count_primitive(jax.make_jaxpr(solve)(jnp.array([1.0, 0.5])).jaxpr, "sin")
+
+    assert sines(taylorode.Taylor()) == 1 + 1
+    assert sines(taylorode.Taylor(orders=(6, 8))) == 1 + 2
