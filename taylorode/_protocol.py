@@ -31,31 +31,20 @@ class TaylorFunc(eqx.Module):
       controller that knows the protocol may also size the next step from it and
       accept that step without a further test, since the series it comes from is the
       one the next step sums.
-    - **A negative `y_error`** (in any component) means that the solver rejects the
-      step itself: `Taylor()`'s first step, where the series it expands at the
-      initial point say the step is too long, returns their estimate for it negated
-      (it never reached the step's end, so the step must not be accepted, even where
-      a controller would approve its length in advance). Its magnitude sizes the
-      retry. Controllers that take the norm of the estimate (diffrax's) reject it
-      anyway, since its size is beyond the tolerance.
     - **`error_order(terms)` is the order `p`** that the estimate's exponent refers to.
-    - **The first step.** Either the solver sizes it itself (`start_error` is
-      `None`: `Taylor()`, which expands the series at the initial point in its first
-      step and, where they say that step is too long, returns their estimate for it,
-      so that the rejected attempt is retried at the length they give), or
-      `func.start_error(terms, t0, y0, args)` returns `(h0, e)`: a reference length
-      `h0` of the solver's choosing and the same estimate `e` for a step of length
-      `h0` from the initial point (`Taylor(order=p)`, whose `init` expands the same
-      series, so that XLA computes the two once). Either way the first step is sized by
-      the same rule as every later one.
+    - **The first step.** `func.start_error(terms, t0, y0, args)` returns `(h0, e)`:
+      a reference length `h0` of the solver's choosing and the same estimate `e` for a
+      step of length `h0` from the initial point, so that the first step is sized by
+      the same rule as every later one. The solver's `init` expands the same series to
+      start from, so XLA computes the two once.
 
     **Fields:**
 
     - `solver_name`: the solver's name, for messages.
     - `jorba_zou_estimate`: whether `y_error` is the Jorba–Zou estimate above (`Taylor`)
         rather than an ordinary local-error estimate (the implicit solvers).
-    - `start_error`: the callable above where the controller sizes the first step
-        from it, else `None`.
+    - `start_error`: the callable above where `jorba_zou_estimate` is true, else
+        `None`.
     """
 
     solver_name: str = eqx.field(static=True)

@@ -105,8 +105,7 @@ class AbstractTaylorSolver(AbstractAdaptiveSolver, AbstractImplicitSolver):
 
     def _start_error(self) -> Callable | None:
         """`start_error` of the protocol ([`taylorode.TaylorFunc`][]): `None` unless the
-        solver's error estimate is the Jorba–Zou one and the controller is to size the
-        first step from it."""
+        solver's error estimate is the Jorba–Zou one."""
         return None
 
 

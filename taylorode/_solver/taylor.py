@@ -31,19 +31,12 @@ from .._jorba_zou import (
     valid_tolerance,
 )
 from .._polynomial import horner, stack, sum_series
-from ._loop import bounded_while_loop
-from ._switching import (
-    all_clear,
-    first_change,
-    first_switch,
-    root_derivative,
-    tail,
-    tail_ratio,
-)
+from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
     all_finite,
     reference_step,
+    refresh_after_jump,
     rescale,
 )
 
@@ -59,8 +52,6 @@ class TaylorState(eqx.Module):
         `(max(orders), n)`; `None` for a smooth field without an event.
     - `h_ref`: the step length the coefficients are scaled by (the last step's).
     - `index`: which of the candidate orders `coeffs` has.
-    - `fresh`: whether `coeffs` are placeholders still (before the first step of a
-        solve whose `init` did not expand them), for the next step to expand.
     - `counts`: accepted steps taken at each candidate order so far.
     - `orders`: the candidate orders (static), ascending; `counts[i]` is for `orders[i]`.
     - `unseen`: the switching operations the engine cannot see into (static; they are
@@ -73,14 +64,13 @@ class TaylorState(eqx.Module):
     switches: Array | None
     h_ref: Array
     index: Array
-    fresh: Array
     counts: Array
     orders: tuple[int, ...] = eqx.field(static=True)
     unseen: tuple = eqx.field(static=True, default=())
     event_columns: int = eqx.field(static=True, default=0)
 
 
-# Most pieces one step is cut into at switches (see `Taylor._pieces`); a step
+# Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
 # that needs more is rejected, and the controller retries a shorter one.
 MAX_PIECES = 4
 
@@ -126,16 +116,9 @@ class Taylor(AbstractTaylorSolver):
     **Coefficients are computed once per step, at its end** (first same as last). They
     are carried in the solver state, rescaled to the next step's length, and are the
     next step's series; a rejected step reuses the carried set with its smaller length,
-    at no extra cost. Every expansion of a step (at its start where nothing is carried,
-    after each switch, at its end) is made by one loop, so the compiled program holds
-    the coefficient kernel once. The first step of a solve, and a step after a jump in
-    the vector field (`made_jump`), expand at their start too. With an adaptive
-    controller the first step sizes itself: an attempt that the series at $y_0$ say is
-    too long (its error estimate from there beyond the tolerance) is rejected with that
-    estimate, and the controller retries at the length it gives (with
-    [`taylorode.TaylorController`][], Jorba & Zou's length; it shows as a rejected
-    step in `sol.stats`). `Taylor(order=p)`, which has no tolerances to judge
-    a step by, expands at $y_0$ in `init` instead.
+    at no extra cost. The coefficients at $y_0$ come from `init` (the compiled program
+    holds that expansion twice: once in `init`, once in the loop), and after a jump in
+    the vector field (`made_jump`) they are recomputed at the step's start.
 
     **Error estimate**, for a step of length $h$ with the series
     $c_j = y^{[j]}(t_1) h^j$ at its *end* (the error of a step of the same length taken
@@ -244,8 +227,7 @@ class Taylor(AbstractTaylorSolver):
     def candidate_orders(self) -> tuple[int, ...]:
         """The orders this solver steps with, ascending: `(order,)` for a fixed order,
         `orders` when given, else Jorba & Zou's order for the controller's tolerance
-        (or, where that tolerance is traced, the orders `(6, 10, 14, 18)` to choose
-        from per step)."""
+        (or, where that tolerance is traced, `RUNTIME_ORDERS` to choose from per step)."""
         if self.orders is not None:
             return self.orders
         if self.taylor_order is not None:
@@ -339,26 +321,23 @@ class Taylor(AbstractTaylorSolver):
         qs = series if switches.coeffs is None else jnp.concatenate([switches.coeffs, series.astype(switches.coeffs.dtype)], axis=1)
         return SwitchSeries(qs, switches.unseen)
 
-    def _advance(self, terms, t0, h, args, cs, q, a, unseen, n_events):
-        """One piece of a step through the switches of the vector field: from the
-        fraction `a` of the step, with the coefficients `cs` (valid from there, scaled
-        to the rest of the step) and the switching functions' series `q` (scaled
-        alike; `None` for a smooth field), to just past the first switch ahead
-        (`first_switch`), or to the step's end where there is none. Switches the engine
-        cannot see into (`unseen`) are found by evaluating them along the piece
-        (`first_change`). A cheap whole-piece bound first, so that most steps take the
-        plain path.
+    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen, n_events):
+        """The step from `t0` to `t0 + h` cut into pieces at the switches of the vector
+        field: each piece ends just past the first switch ahead of it
+        (`first_switch`), and the next piece is expanded there, on the other side.
+        The first piece uses the carried coefficients `coeffs`; at most `MAX_PIECES`.
+        Switches the engine cannot see into (`unseen`) are found by evaluating them
+        along each piece (`first_change`).
 
-        **Returns:** `(y, a_next, event)`: the state where the piece ends, the fraction
-        of the step reached (1 at its end) and whether the piece ends at a crossing of
-        the event's condition (0 or 1).
+        **Returns:** `(y1, dense, error, worst, done)`: the state at the step's end; the
+        pieces' coefficients (leading axis `MAX_PIECES`) and start fractions (`inf`
+        for pieces not used); the largest of the later pieces' own error estimates;
+        their largest error measured against the tolerance (0 without tolerances);
+        and whether the pieces reached the step's end.
         """
         dtype = jnp.result_type(h, 1.0)
-        plain_end = (jtu.tree_map(lambda *c: sum_series(list(c)), *cs), jnp.ones((), dtype), jnp.zeros((), jnp.int32))
-        if q is None:
-            return plain_end
 
-        def cut(_):
+        def advance(cs, q, a):
             end, crossed, which = first_switch(q)
             event = crossed & (which >= q.shape[1] - n_events) & (end < 1)
             end = root_derivative(q, end, crossed, which)
@@ -372,145 +351,65 @@ class Taylor(AbstractTaylorSolver):
                 end = jnp.minimum(end, first_change(signature, lax.stop_gradient(end)))
             y_end = jtu.tree_map(lambda *c: horner(list(c), end.astype(c[0].dtype)), *cs)
             a_next = jnp.where(end >= 1, jnp.ones_like(a), a + end.astype(a.dtype) * (1 - a))
-            return y_end, a_next.astype(dtype), event.astype(jnp.int32)
+            return y_end, a_next, event.astype(jnp.int32)
 
-        if unseen:
-            return cut(None)
-        return lax.cond(eqxi.unvmap_any(~all_clear(q)), cut, lambda _: plain_end, None)
-
-    def _pieces(self, terms, t0, t1, y0, args, coeffs, switches, index, first, fresh, unseen, n_events):
-        """The step from `t0` to `t1`: every expansion it needs, made by one loop so
-        that the compiled program holds one copy of the coefficient kernel.
-
-        Each iteration expands the series once, at a point chosen by the iteration
-        before: at the step's start where the step has no carried series (`fresh`: the
-        solve's first step, or after a jump in the vector field); just past a switch of
-        the vector field, for the next piece; at the step's end, for the next step
-        (first same as last), which ends the loop. A smooth field's step is one
-        iteration (two when fresh); a switching one's at most `MAX_PIECES` pieces (a
-        step needing more is rejected). On the solve's `first` step, a step that the
-        series at its start say is too long (its error estimate beyond the tolerance)
-        stops after that expansion, to be rejected and retried at the length that
-        estimate gives.
-
-        **Returns:** a dict: `y1`; the step's dense output; its error estimate; the
-        series at its end (`next`: coefficients, switching rows, order index); the order
-        index of the step itself.
-        """
-        h = jnp.asarray(t1 - t0)
-        dtype = jnp.result_type(h, 1.0)
-        h_ref = reference_step(t0, t1)
-        h_nz = h_ref.astype(dtype)
-        switching = switches is not None
+        pieces, starts = _one_piece(coeffs, dtype)
+        error = jtu.tree_map(jnp.zeros_like, y0)
         zero, none = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
-        # Error estimates are real (a complex state's too).
-        zeros_y = jtu.tree_map(lambda y: jnp.zeros(jnp.shape(y), jnp.finfo(jnp.result_type(y)).dtype), y0)
 
-        def expand(t, y, scale, idx):
-            cs, last_two, q, _ = self._expand_at(terms, t, y, args, scale, idx)
-            return tuple(cs), last_two, q
+        def piece(k, carry):
+            # Piece k runs from `a` with the coefficients `cs` (the carried ones for the
+            # first) to just past its first switch; then the next piece's coefficients
+            # are expanded there. One `first_switch` and one expansion in the program.
+            a, y_a, cs, q, pieces, starts, error, worst, events = carry
+            need = a < 1
 
-        # The end expansion's outputs, before there are any: zeros of their shapes.
-        shapes = jax.eval_shape(expand, t0, y0, h_nz, index)
-        blank = jtu.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-        carry = dict(
-            stage=jnp.where(fresh, 0, 1).astype(jnp.int32),
-            a=zero, y=y0, cs=tuple(coeffs), q=switches, count=none, events=none,
-            error=zeros_y, worst=zero, start_error=zeros_y, too_long=jnp.array(False),
-            done=jnp.array(False), next=blank, next_index=index,
-        )
-        if switching:
-            carry["pieces"] = jtu.tree_map(
-                lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype), stack(list(coeffs))
+            def run(_):
+                y_n, a_n, ev = advance(cs, q, a)
+
+                def expand(_):
+                    rest = (1 - a_n) * h
+                    rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
+                    cs_n, last_two, q_n, _ = self._expand_at(terms, t0 + a_n * h, y_n, args, rest, index)
+                    e = self._error(last_two, y_n, y_n, index)
+                    return cs_n, q_n, e, self._measure(e, y_n, y_n)
+
+                def stop(_):
+                    return cs, q, error, zero
+
+                cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need & (a_n < 1)), expand, stop, None)
+                return y_n, a_n, ev, cs_n, q_n, e, r
+
+            def skip(_):
+                return y_a, a, none, cs, q, error, zero
+
+            y_n, a_n, ev, cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need), run, skip, None)
+            more = need & (a_n < 1)
+            keep = lambda cond, new, old: jnp.where(cond, new, old)  # noqa: E731
+            pieces = jtu.tree_map(lambda p, c: keep(need, p.at[k].set(c), p), pieces, stack(list(cs)))
+            starts = starts.at[k].set(jnp.where(need, a, jnp.inf).astype(dtype))
+            error = jtu.tree_map(lambda old, new: keep(more, jnp.maximum(old, new), old), error, e)
+            worst = keep(more, jnp.maximum(worst, r), worst)
+            events = events + jnp.where(need, ev, 0)
+            return (
+                keep(need, a_n, a),
+                jtu.tree_map(lambda n, o: keep(need, n, o), y_n, y_a),
+                jtu.tree_map(lambda n, o: keep(more, n, o), cs_n, cs),
+                keep(more, q_n, q),
+                pieces, starts, error, worst, events,
             )
-            carry["starts"] = jnp.full((MAX_PIECES,), jnp.inf, dtype)
 
-        def body(c):
-            starting = c["stage"] == 0
-            y_n, a_n, event = self._advance(terms, t0, h, args, c["cs"], c["q"], c["a"], unseen, n_events)
-            at_end = ~starting & (a_n >= 1)
-            rest = (1 - a_n) * h
-            rest = jnp.where(rest == 0, jnp.ones_like(rest), rest).astype(dtype)
-            t_x = jnp.where(starting, t0, jnp.where(at_end, t1, t0 + a_n * h))
-            y_x = jtu.tree_map(lambda a, b: jnp.where(starting, a, b), y0, y_n)
-            scale = jnp.where(starting, h_nz, jnp.where(at_end, h_ref.astype(dtype), rest))
-            # Batch-uniform under vmap (the order switch stays a real conditional): a
-            # lane expanding inside its step takes the highest order any asks for.
-            idx = eqxi.unvmap_max(jnp.where(at_end, self._next_order_index(y_n), index))
-            cs_x, last_two, q_x = expand(t_x, y_x, scale, idx)
-            e_x = self._error(last_two, y_x, y_x, idx)
-            # The series at the start, for the step (of length 0 too, which sums to y0).
-            cs_start = rescale(cs_x, h_nz, y_x, h)
-            q_start = None if q_x is None else _rescale_rows(q_x, h_nz, h)
-            r_x = self._measure(e_x, y_x, y_x)
-            piece = ~starting & ~at_end  # a piece that ends at a switch
-            out = dict(c)
-            # At the start: the step's series, and whether it is too long.
-            too_long = starting & first & (r_x > 1)
-            out["start_error"] = jtu.tree_map(lambda e, o: jnp.where(starting, e, o), e_x, c["start_error"])
-            out["too_long"] = c["too_long"] | too_long
-            # A piece of the step (the whole step for a smooth field): record it.
-            if switching:
-                k = jnp.minimum(c["count"], MAX_PIECES - 1)
-                out["pieces"] = jtu.tree_map(
-                    lambda p, s: jnp.where(starting, p, p.at[k].set(s)), c["pieces"], stack(list(c["cs"]))
-                )
-                out["starts"] = jnp.where(starting, c["starts"], c["starts"].at[k].set(c["a"]))
-            out["count"] = c["count"] + jnp.where(starting, 0, 1).astype(jnp.int32)
-            out["events"] = c["events"] + jnp.where(starting, 0, event)
-            out["a"] = jnp.where(starting, c["a"], a_n)
-            out["y"] = jtu.tree_map(lambda n, o: jnp.where(starting, o, n), y_n, c["y"])
-            # Coefficients for what follows: the first piece's (at the start), the next
-            # piece's (past a switch), the next step's (at the end).
-            new = starting | piece
-            cs_new = jtu.tree_map(lambda a, b: jnp.where(starting, a, b), tuple(cs_start), cs_x)
-            out["cs"] = jtu.tree_map(lambda n, o: jnp.where(new, n, o), cs_new, c["cs"])
-            if switching:
-                out["q"] = jnp.where(new, jnp.where(starting, q_start, q_x), c["q"])
-            out["error"] = jtu.tree_map(lambda e, o: jnp.where(piece, jnp.maximum(o, e), o), e_x, c["error"])
-            out["worst"] = jnp.where(piece, jnp.maximum(c["worst"], r_x), c["worst"])
-            out["next"] = jtu.tree_map(
-                lambda n, o: jnp.where(at_end, n, o), (cs_x, last_two, q_x), c["next"]
-            )
-            out["next_index"] = jnp.where(at_end, idx, c["next_index"])
-            out["done"] = at_end
-            out_of_pieces = piece & (out["count"] >= MAX_PIECES)
-            finished = too_long | at_end | out_of_pieces
-            out["stage"] = jnp.where(finished, 2, 1).astype(jnp.int32)
-            return out
-
-        c = bounded_while_loop(lambda c: c["stage"] < 2, body, carry, MAX_PIECES + 2)
-        y1 = c["y"]
-        next_cs, last_two, next_q = c["next"]
-        y_error = self._error(last_two, y0, y1, c["next_index"])
-        if switching:
-            # The pieces after a switch were expanded on the other side; their own
-            # estimates count, and a piece beyond the tolerance, a step whose pieces
-            # ran out before its end, or one that hides two crossings of an event's
-            # condition (invisible at its ends, where diffrax looks) is rejected (an
-            # infinite estimate, which no controller accepts).
-            fail = ~c["done"] | (c["worst"] > 1) | (c["events"] >= 2)
-            y_error = jtu.tree_map(
-                lambda e, p: jnp.where(fail, jnp.inf, jnp.maximum(e, p)), y_error, c["error"]
-            )
-            dense = dict(coeffs=c["pieces"], starts=c["starts"])
-        else:
-            dense = dict(coeffs=stack(list(c["cs"])))
-        # A fresh step is measured from both ends; a first step too long by the series
-        # at its start is rejected with that estimate, negated (the protocol's veto:
-        # its end was never reached, so no controller may accept it).
-        y_error = jtu.tree_map(
-            lambda e, s: jnp.where(c["too_long"], -s, jnp.where(fresh, jnp.maximum(e, s), e)),
-            y_error, c["start_error"],
-        )
-        y1 = jtu.tree_map(lambda a, b: jnp.where(c["too_long"], b, a), y1, y0)
-        return dict(y1=y1, dense=dense, error=y_error, next=(next_cs, next_q), next_index=c["next_index"])
+        carry = (jnp.zeros((), dtype), y0, tuple(coeffs), switches, pieces, starts, error, zero, none)
+        a, y1, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
+        # Two crossings of an event's condition inside one step would be invisible at
+        # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
+        return y1, dict(coeffs=pieces, starts=starts), error, worst, (a >= 1) & (events < 2)
 
     def _measure(self, error, y0, y1):
         """An error estimate measured against the tolerance (the controller's norm of
         `error / (atol + rtol max(|y0|, |y1|))`); 0 where the solver has no tolerances."""
         if self.taylor_order is not None:
-            return jnp.zeros((), jnp.finfo(jnp.result_type(*jtu.tree_leaves(y0), 1.0)).dtype)
+            return jnp.zeros((), jnp.result_type(*jtu.tree_leaves(y0), 1.0))
         rtol, atol, norm = self._tolerances()
         scaled = jtu.tree_map(lambda e, a, b: e / tolerance_scale(rtol, atol, a, b).astype(e.dtype), error, y0, y1)
         return jnp.asarray(norm(scaled))
@@ -566,14 +465,6 @@ class Taylor(AbstractTaylorSolver):
 
     # -- diffrax interface ------------------------------------------------------------
 
-    def _expands_in_init(self) -> bool:
-        """Whether `init` expands the series at y0. Where the solver has the
-        controller's tolerances it does not: the first step expands them (one copy of
-        the coefficient kernel in the compiled program) and sizes itself (see `_pieces`).
-        A fixed order has no tolerances to judge a first step by, so `init` expands
-        them for the controller to size it from (`start_error` of the protocol)."""
-        return filled_tolerances(self.root_finder) is None
-
     def _start_expansion(self, terms, t0, y0, args):
         """`(coeffs, switches, index, h0, y_error)`: the coefficients at `(t0, y0)` and
         the series of the switching functions, scaled to a reference length `h0`,
@@ -587,26 +478,13 @@ class Taylor(AbstractTaylorSolver):
         return coeffs, (switches, unseen, events), index, h0, self._error(last_two, y0, y0, index)
 
     def _start_error(self):
-        if self._expands_in_init():
-            return jtu.Partial(_start_error, self)
-        return None
+        return jtu.Partial(_start_error, self)
 
     def init(self, terms, t0: RealScalarLike, t1: RealScalarLike, y0: Y, args: Args) -> TaylorState:
         self._check_init(terms, y0)
-        if self._expands_in_init():
-            # The same expansion as the protocol's `start_error` (which the controller
-            # calls to size the first step), so XLA computes it once.
-            coeffs, (switches, unseen, events), index, h0, _ = self._start_expansion(terms, t0, y0, args)
-            fresh = jnp.array(False)
-        else:
-            # Placeholders of the series' shapes: the first step expands them.
-            shapes = eqx.filter_eval_shape(self._start_expansion, terms, t0, y0, args)
-            zeros = jtu.tree_map(
-                lambda x: jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, shapes
-            )
-            coeffs, (switches, unseen, events), index, h0, _ = zeros
-            h0 = jnp.ones_like(h0)
-            fresh = jnp.array(True)
+        # The same expansion as the protocol's `start_error` (which the controller calls
+        # to size the first step), so XLA computes it once.
+        coeffs, (switches, unseen, events), index, h0, _ = self._start_expansion(terms, t0, y0, args)
         return TaylorState(
             coeffs=coeffs,
             switches=switches,
@@ -614,7 +492,6 @@ class Taylor(AbstractTaylorSolver):
             event_columns=events,
             h_ref=h0,
             index=index,
-            fresh=fresh,
             counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
             orders=self.candidate_orders(),
         )
@@ -631,19 +508,60 @@ class Taylor(AbstractTaylorSolver):
     ) -> tuple[Y, Y, DenseInfo, TaylorState, RESULTS]:
         state = solver_state
         h = jnp.asarray(t1 - t0)
-        # The series to sum: the ones carried from the end of the last step (or from
-        # `init`), rescaled from that step's length to this one's; or, where there are
-        # none (the first step of a solve that did not expand in `init`, or after a
-        # jump in the vector field), the ones the step expands at its start.
-        first = state.fresh
-        fresh = first if made_jump is False else first | made_jump
-        index = eqxi.unvmap_max(jnp.where(fresh, self._next_order_index(y0), state.index))
+        h_ref = reference_step(t0, t1)  # what the end coefficients are scaled by
+        if made_jump is not False:
+            index = eqxi.unvmap_max(state.index)
+
+            def fresh(h_ref):
+                coeffs, _, switches, _ = self._expand_at(terms, t0, y0, args, h_ref, index)
+                return (coeffs,) if switches is None else (coeffs, switches)
+
+            carried = (lambda s: (s.coeffs,)) if state.switches is None else (lambda s: (s.coeffs, s.switches))
+            state = refresh_after_jump(state, t0, h, made_jump, fresh, carried=carried)
+        # This step's coefficients: the ones carried from the end of the last step
+        # (or computed by `init`, or after a jump), rescaled from that step's length
+        # to this one's.
         coeffs = rescale(state.coeffs, state.h_ref, y0, h)
-        switches = None if state.switches is None else _rescale_rows(state.switches, state.h_ref, h)
-        out = self._pieces(
-            terms, t0, t1, y0, args, coeffs, switches, index, first, fresh, state.unseen, state.event_columns
-        )
-        y1, y_error = out["y1"], out["error"]
+        if state.switches is None:
+            y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
+            dense = dict(coeffs=stack(coeffs))
+        else:
+            # A field that switches: the step goes through its switches in pieces,
+            # where its switching functions may change sign in it (a cheap bound
+            # first, so that most steps take the plain path).
+            switches = _rescale_rows(state.switches, state.h_ref, h)
+
+            def cut(_):
+                return self._through_switches(
+                    terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen, state.event_columns
+                )
+
+            def plain(_):
+                y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
+                dtype = jnp.result_type(h, 1.0)
+                pieces, starts = _one_piece(coeffs, dtype)
+                error = jtu.tree_map(jnp.zeros_like, y0)
+                return y1, dict(coeffs=pieces, starts=starts), error, jnp.zeros((), dtype), jnp.array(True)
+
+            if state.unseen:
+                y1, dense, piece_error, worst, done = cut(None)
+            else:
+                doubt = ~all_clear(switches)
+                y1, dense, piece_error, worst, done = lax.cond(eqxi.unvmap_any(doubt), cut, plain, None)
+        # First same as last: the coefficients at the end, for the next step (or for
+        # the controller, through the error estimate, if this step is rejected).
+        index = self._next_order_index(y1)
+        next_coeffs, last_two, next_switches, _ = self._expand_at(terms, t1, y1, args, h_ref, index)
+        y_error = self._error(last_two, y0, y1, index)
+        if state.switches is not None:
+            # The pieces after a switch were expanded on the other side; their own
+            # estimates count, and a piece beyond the tolerance, or a step whose
+            # pieces ran out before its end, is rejected (an infinite estimate, which
+            # no controller accepts).
+            fail = ~done | (worst > 1)
+            y_error = jtu.tree_map(
+                lambda e, p: jnp.where(fail, jnp.inf, jnp.maximum(e, p)), y_error, piece_error
+            )
         # Non-finite coefficients where the solution is known (this step's start: a
         # state that is not finite, or a singular point of the vector field) cannot be
         # cured by a smaller step: the step is accepted as it is (zero estimate, the
@@ -659,20 +577,28 @@ class Taylor(AbstractTaylorSolver):
         y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
         y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
-        taken = jax.nn.one_hot(index, state.counts.shape[0], dtype=jnp.int32)
-        next_coeffs, next_switches = out["next"]
+        taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
             coeffs=next_coeffs,
             switches=next_switches,
-            h_ref=reference_step(t0, t1),
-            index=out["next_index"],
-            fresh=jnp.zeros_like(state.fresh),
+            h_ref=h_ref,
+            index=index,
             counts=state.counts + taken,
             orders=state.orders,
-            unseen=state.unseen,
+                unseen=state.unseen,
             event_columns=state.event_columns,
         )
-        return y1, y_error, out["dense"], new_state, result
+        return y1, y_error, dense, new_state, result
+
+
+def _one_piece(coeffs, dtype) -> tuple:
+    """Dense output of a step in pieces that has one: `coeffs` as the first of
+    `MAX_PIECES` coefficient sets, the rest zero and not started (`inf`)."""
+    pieces = jtu.tree_map(
+        lambda c: jnp.zeros((MAX_PIECES,) + c.shape, c.dtype).at[0].set(c), stack(list(coeffs))
+    )
+    starts = jnp.full((MAX_PIECES,), jnp.inf, dtype).at[0].set(0)
+    return pieces, starts
 
 
 def _rescale_rows(q: Array, h_ref: Array, h) -> Array:

@@ -17,10 +17,9 @@ from .._precision import check_tolerances, warn_if_tolerance_below_precision
 from .._protocol import TaylorFunc
 
 
-# (at_dtmin, approved, first): whether the last step was forced to dtmin; the longest
-# next step that is sized from the coefficients where it starts (0: none; test it);
-# whether no step has been accepted yet of a solve whose solver sizes its first step.
-_ControllerState = tuple[BoolScalarLike, RealScalarLike, BoolScalarLike]
+# (at_dtmin, approved): whether the last step was forced to dtmin, and the longest next
+# step that is sized from the coefficients where it starts (0: none; test it).
+_ControllerState = tuple[BoolScalarLike, RealScalarLike]
 
 
 class TaylorController(AbstractAdaptiveStepSizeController):
@@ -45,8 +44,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
     - accepts a step that is no longer than the one so sized from its own start
       without further test, as Jorba & Zou and heyoka do (they never reject); any
       other step (a user's `dt0`, one forced to `dtmin`) must pass $r \le 1$. A
-      non-finite estimate is always rejected, and so is a negative one (the solver
-      rejecting the step itself; see [`taylorode.TaylorFunc`][]).
+      non-finite estimate is always rejected.
 
     With `atol = rtol = ε` and $\max|y| = N$ this is Jorba & Zou's rule
     $h = \rho_{JZ}\, e^{-2} e^{-0.7/(p-1)}$ with $\rho_{JZ} = (N/\|y^{[p]}\|_\infty)^{1/p}$
@@ -56,14 +54,9 @@ class TaylorController(AbstractAdaptiveStepSizeController):
 
     **First step.** Of length `dt0` where one is given, and then tested like any
     other. Otherwise by the same rule as every later step, from the coefficients at
-    $y_0$. `Taylor()` (whose order comes from the tolerance) expands them in its first
-    step: the first attempt spans a time scale of the field at $y_0$,
-    $\min(t_1 - t_0, (1 + \|y_0\|_\infty) / \|f(t_0, y_0)\|_\infty)$; if the series at
-    $y_0$ say it is too long, the solver rejects it with their estimate, and the
-    retry has the length the rule gives from it (no `factormin` bound) and is approved
-    in advance. `Taylor(order=p)` hands the controller that estimate before the first
-    step instead (`start_error` of the protocol, [`taylorode.TaylorFunc`][]), computed
-    from the expansion its `init` makes.
+    $y_0$: the solver's `func` gives its error estimate for a step of a reference
+    length from there (the protocol, [`taylorode.TaylorFunc`][]), computed from the
+    same expansion that the solver's `init` makes, so XLA computes it once.
 
     A zero error estimate (a polynomial solution, or a zero vector field) grows the
     step by `factormax` (the first step: to the end of the interval).
@@ -110,7 +103,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         func: Callable,
         error_order: RealScalarLike | None,
     ) -> tuple[RealScalarLike, _ControllerState]:
-        if not (isinstance(func, TaylorFunc) and func.jorba_zou_estimate):
+        if not (isinstance(func, TaylorFunc) and func.start_error is not None):
             what = (
                 f"taylorode.{func.solver_name}, whose error estimate is a local error"
                 if isinstance(func, TaylorFunc)
@@ -127,15 +120,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         at_dtmin = jnp.array(False)
         if dt0 is not None:
             # A step of the user's length is checked, not taken on trust.
-            return t0 + dt0, (at_dtmin, jnp.zeros((), dtype), jnp.array(False))
-        if func.start_error is None:
-            # The solver sizes its first step itself: it expands the series at y0 in
-            # that step and rejects it, with the estimate from there, if it is too
-            # long; the retry then has the length Jorba & Zou's rule gives (see
-            # `adapt_step_size`). The first attempt: a time scale of the field at y0.
-            dt = _time_scale(func(terms, t0, y0, args), y0, jnp.abs(t1 - t0)).astype(dtype)
-            dt = self._clip(dt)
-            return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, jnp.zeros((), dtype), jnp.array(True))
+            return t0 + dt0, (at_dtmin, jnp.zeros((), dtype))
         # The first step by the same rule as every later one, from the solver's error
         # estimate for a step of its reference length h0 from y0; approved in advance.
         h0, y_error = func.start_error(terms, t0, y0, args)
@@ -145,7 +130,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         dt = jnp.where(jnp.isfinite(dt), dt, jnp.abs(t1 - t0))
         approved = dt
         dt = self._clip(dt)
-        return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, approved, jnp.array(False))
+        return t0 + dt.astype(jnp.result_type(t0)), (at_dtmin, approved)
 
     def _clip(self, dt):
         if self.dtmax is not None:
@@ -168,7 +153,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         del args
         if y_error is None:
             raise RuntimeError("TaylorController needs a solver that provides an error estimate.")
-        at_dtmin, approved, first = controller_state
+        at_dtmin, approved = controller_state
         p = int(error_order)
         h = t1 - t0
         r = self.norm(jtu.tree_map(_scale_fn(self.rtol, self.atol), y0, y1_candidate, y_error))
@@ -179,26 +164,17 @@ class TaylorController(AbstractAdaptiveStepSizeController):
         # shorter, so approved too) must pass the test r <= 1 on its error estimate.
         # Non-finite estimates never pass.
         pre_approved = (h <= approved * (1 + 1e-6)) & jnp.isfinite(r)
-        # A negative estimate: the solver rejected the step itself (see the protocol).
-        vetoed = jnp.any(jnp.stack([jnp.any(e < 0) for e in jtu.tree_leaves(y_error)]))
-        keep = (pre_approved | (r <= 1)) & ~vetoed
+        keep = pre_approved | (r <= 1)
         if self.dtmin is not None:
             keep = keep | at_dtmin
         # The solver's estimate comes from the coefficients at the end of the step,
         # where the next step starts: a step up to `h * factor` from there is sized
         # by Jorba & Zou's rule, so it is approved in advance.
         factor = step_factor(r, p)
-        # A first step that the solver sized itself and rejected: its estimate is from
-        # the series at y0, so the retry is sized by the rule from there (no lower
-        # bound on the factor) and approved in advance, as every later step is (the
-        # solver still rejects it where the series at y0 find it too long, as a
-        # switching function's estimate, which does not scale as h^p, may).
-        resized = first & vetoed & jnp.isfinite(r)
-        approved = jnp.where(keep | resized, h * factor.astype(jnp.result_type(h)), 0)
+        approved = jnp.where(keep, h * factor.astype(jnp.result_type(h)), 0)
         approved = lax.stop_gradient(approved)
         factormax = jnp.where(keep, self.factormax, 1.0)
-        factormin = jnp.where(resized, 0.0, self.factormin)
-        factor = jnp.clip(factor, factormin, factormax)
+        factor = jnp.clip(factor, self.factormin, factormax)
         factor = eqxi.nondifferentiable(lax.stop_gradient(factor))
         dt = h * factor.astype(jnp.result_type(h))
         result = RESULTS.successful
@@ -211,7 +187,7 @@ class TaylorController(AbstractAdaptiveStepSizeController):
             dt = jnp.maximum(dt, self.dtmin)
         next_t0 = jnp.where(keep, t1, t0)
         next_t1 = next_t0 + dt
-        return keep, next_t0, next_t1, False, (at_dtmin, approved, first & ~keep), result
+        return keep, next_t0, next_t1, False, (at_dtmin, approved), result
 
 
 def _scale_fn(rtol, atol):
@@ -237,16 +213,3 @@ TaylorController.__init__.__doc__ = """**Arguments:**
     `RESULTS.dt_min_reached` (`False`).
 - `factormin`, `factormax`: bounds on the ratio of successive steps.
 """
-
-
-def _time_scale(f0, y0, span):
-    """`min(span, (1 + max|y0|) / max|f0|)` (`span` where the field is zero or not
-    finite): about how long the state takes to change by its own size."""
-    leaves = [jnp.max(jnp.abs(x)) for x in jtu.tree_leaves(f0) if jnp.size(x)]
-    ys = [jnp.max(jnp.abs(x)) for x in jtu.tree_leaves(y0) if jnp.size(x)]
-    b = jnp.max(jnp.stack(leaves)) if leaves else jnp.zeros(())
-    a = jnp.max(jnp.stack(ys)) if ys else jnp.zeros(())
-    span = jnp.asarray(span)
-    ok = (b > 0) & jnp.isfinite(b) & jnp.isfinite(a)
-    scale = ((1 + a) / jnp.where(ok, b, 1)).astype(span.dtype)
-    return lax.stop_gradient(jnp.where(ok, jnp.minimum(span, scale), span))
