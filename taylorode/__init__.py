@@ -1,6 +1,6 @@
 """taylorode: Taylor-series ODE solvers for JAX that drop into `diffrax.diffeqsolve`."""
 
-import importlib.metadata
+from importlib import metadata as _metadata
 
 from ._coefficients import (
     AbstractTaylorMethod as AbstractTaylorMethod,
@@ -45,4 +45,4 @@ from . import series as series
 from . import stable as stable
 
 
-__version__ = importlib.metadata.version("taylorode")
+__version__ = _metadata.version("taylorode")

@@ -227,7 +227,8 @@ class Taylor(AbstractTaylorSolver):
     def candidate_orders(self) -> tuple[int, ...]:
         """The orders this solver steps with, ascending: `(order,)` for a fixed order,
         `orders` when given, else Jorba & Zou's order for the controller's tolerance
-        (or, where that tolerance is traced, `RUNTIME_ORDERS` to choose from per step)."""
+        (or, where that tolerance is traced, the orders `(6, 10, 14, 18)` to choose
+        from per step)."""
         if self.orders is not None:
             return self.orders
         if self.taylor_order is not None:
