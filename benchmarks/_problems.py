@@ -900,11 +900,18 @@ def brusselator_jac(n):
     return jac
 
 
-def brusselator_problem(n=BRUSS_N):
+def _bruss_lambda(n):
+    """About the most negative eigenvalue of the Brusselator's Jacobian at t = 0."""
+    return 4 * BRUSS_ALPHA * (n + 1) ** 2 + 2
+
+
+def brusselator_problem(n=BRUSS_N, key="brusselator"):
     x = np.arange(1, n + 1) / (n + 1)
     rhs = brusselator_rhs(n)
+    # On a fine grid an explicit cross-check would take ~1e5 steps: a second Radau run.
+    check = ScipyRun("DOP853", 1e-13, 1e-13) if n <= BRUSS_N else ScipyRun("Radau", 1e-12, 1e-12)
     return StiffProblem(
-        key="brusselator",
+        key=key,
         title=f"1-D Brusselator (HW II, IV.1), alpha = 1/50, N = {n} interior points "
         f"({2 * n} unknowns), t in [0, {BRUSS_T1:g}]",
         label=f"Brusselator, {2 * n} unknowns",
@@ -913,14 +920,16 @@ def brusselator_problem(n=BRUSS_N):
         jac=brusselator_jac(n),
         y0=np.concatenate([1 + np.sin(2 * np.pi * x), np.full(n, 3.0)]),
         t1=BRUSS_T1,
-        check_runs=(ScipyRun("DOP853", 1e-13, 1e-13),),
+        check_runs=(check,),
         remarks=(
             "u_t = 1 + u^2 v - 4u + alpha u_xx, v_t = 3u - u^2 v + alpha v_xx, "
             "x_i = i/(N+1), Dirichlet u = 1, v = 3 at x = 0, 1, u(x, 0) = 1 + "
             "sin(2 pi x), v(x, 0) = 3; y = (u, v). scipy gets the sparse analytic "
-            "Jacobian. Only mildly stiff at this N: the Jacobian's most negative "
-            f"eigenvalue at t = 0 is about -{4 * BRUSS_ALPHA * (n + 1) ** 2 + 2:.0f}, "
-            "so an explicit method is stability-bound to h ~ 0.01 (1e3 steps) at "
+            f"Jacobian. {'Only mildly stiff' if n <= BRUSS_N else 'Stiff'} at this N: "
+            "the Jacobian's most negative "
+            f"eigenvalue at t = 0 is about -{_bruss_lambda(n):.0f}, "
+            f"so an explicit method is stability-bound to h ~ {2 / _bruss_lambda(n):.0e} "
+            f"({BRUSS_T1 * _bruss_lambda(n) / 2:.0e} steps) at "
             "loose tols, while implicit methods take tens"
         ),
     )
@@ -1223,6 +1232,9 @@ STIFF = {
     "vdp1e3": lambda: vdp_problem(1e3, "vdp1e3"),
     "vdp1e6": lambda: vdp_problem(1e6, "vdp1e6"),
     "brusselator": brusselator_problem,
+    # The same PDE on a method-of-lines grid with 1000 unknowns (dense linear algebra in
+    # the implicit solvers: taylorode's and Kvaerno5's Newton matrices are dense LUs).
+    "brusselator1000": lambda: brusselator_problem(500, "brusselator1000"),
     "hires": hires_problem,
     "pollu": pollu_problem,
     "oregonator": oregonator_problem,

@@ -84,3 +84,27 @@ def test_ho12_agrees_with_radau_on_a_short_horizon(problem):
     # Relative error, floored at atol / rtol (the problems' error convention).
     error = np.max(np.abs(y1 - reference) / (np.abs(reference) + factor))
     assert error < 1e-4, (error, y1, reference)
+
+
+def test_default_stiff_solver_on_a_1000_unknown_pde():
+    # The 1-D Brusselator on a method-of-lines grid of 500 points (1000 unknowns; the
+    # Laplacian's stiffness grows with the grid, here |lambda| ~ 2e4) over a short
+    # horizon, with the default stiff solver and no tuning, against scipy Radau with
+    # the sparse analytic Jacobian at a tight tolerance.
+    problem = P.STIFF["brusselator1000"]()
+    assert problem.y0.shape == (1000,)
+    t1, tol = 1.0, 1e-6
+    short = dataclasses.replace(problem, t1=t1)
+    ref = short.solve(P.ScipyRun("Radau", 1e-11, 1e-11)).y[:, -1]
+    sol = jax.jit(
+        lambda y0: diffrax.diffeqsolve(
+            diffrax.ODETerm(problem.vector_field), taylorode.VariableOrderHermiteObreschkoff(),
+            0.0, t1, None, y0, stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+            max_steps=2_000,
+        )
+    )(jnp.asarray(problem.y0))
+    err = np.max(np.abs(np.asarray(sol.ys[-1]) - ref) / (1 + np.abs(ref)))
+    assert err <= 10 * tol, err
+    # The Laplacian's eigenvalues (~ -2e4) would hold an explicit method to ~1e4
+    # steps; the implicit steps follow the solution.
+    assert int(sol.stats["num_accepted_steps"]) < 200
