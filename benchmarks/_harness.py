@@ -496,6 +496,8 @@ class Grid:
     tols: tuple
     quick_problems: tuple
     quick_tols: tuple
+    # The problems run when none are named (None: all); the others only on request.
+    default_problems: tuple | None = None
 
     @property
     def quick_help(self):
@@ -519,7 +521,8 @@ class Grid:
         """(tols, loosest first; problem keys) from the command line, else the
         defaults, or the quick defaults with `--quick`."""
         tols = cli.tols or (self.quick_tols if cli.quick else self.tols)
-        keys = cli.problems or list(self.quick_problems if cli.quick else self.problems)
+        default = self.problems if self.default_problems is None else self.default_problems
+        keys = cli.problems or list(self.quick_problems if cli.quick else default)
         return sorted(tols, reverse=True), keys
 
 

@@ -70,6 +70,8 @@ GRID = h.Grid(
     tols=(1e-4, 1e-6, 1e-8, 1e-10),
     quick_problems=("robertson", "vdp1e3"),
     quick_tols=(1e-4, 1e-8),
+    # The 1000-unknown grid only when asked for.
+    default_problems=tuple(k for k in PROBLEMS if k != "brusselator1000"),
 )
 DEFAULT_HO = ((2, 3), (3, 4))
 DEFAULT_XHO = ((1, 2), (2, 3))
@@ -701,8 +703,6 @@ def main():
     h.add_plot_options(parser, "stiff_<problem>.png")
     cli = h.parse_args(parser)
     tols, problem_keys = GRID.select(cli)
-    if not cli.problems:  # the 1000-unknown grid only when asked for
-        problem_keys = [k for k in problem_keys if k != "brusselator1000"]
     repeats = {} if cli.repeats is None else dict(diffrax_repeats=cli.repeats, scipy_repeats=cli.repeats)
     settings = h.Settings.for_run(MAX_STEPS, cli.quick, **repeats)
     img_dir = h.plot_dir(cli)
