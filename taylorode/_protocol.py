@@ -36,7 +36,7 @@ class TaylorFunc(eqx.Module):
       a reference length `h0` of the solver's choosing and the same estimate `e` for a
       step of length `h0` from the initial point, so that the first step is sized by
       the same rule as every later one. The solver's `init` expands the same series to
-      start from, so XLA computes the two once.
+      start from (for `Taylor()`, of its low start order), so XLA computes the two once.
 
     **Fields:**
 

@@ -111,8 +111,10 @@ ROUNDOFF = 1e-12
         ("kepler-0.5", (1e-8, 1e-11, 1e-14), 10),
         # Kepler e = 0.9 ends at pericentre, where |dv/dt| = 100: a phase error of 1e-13
         # is a velocity error of 1e-11. heyoka's error/tol here is 22, 141 and 6.8 at
-        # 1e-8, 1e-10 and 1e-12; float64 round-off puts a floor of ~5e-12 under ours.
-        ("kepler-0.9", (1e-8, 1e-12), 50),
+        # 1e-8, 1e-10 and 1e-12; float64 round-off puts a floor of ~5e-12 under ours,
+        # and where the steps fall moves ours by 2-3x (37 and 13 with the first step at
+        # full order, 66 and 41 with it at the start order, its own error 6e-16).
+        ("kepler-0.9", (1e-8, 1e-12), 100),
         ("lorenz", (1e-8, 1e-14), 10),
         ("arenstorf", (1e-8, 1e-14), 10),
     ],
@@ -126,8 +128,9 @@ def test_accuracy_rejections_and_order(name, tols, factor):
         accepted = int(sol.stats["num_accepted_steps"])
         rejected = int(sol.stats["num_rejected_steps"])
         counts = {q: int(c) for q, c in taylorode.order_counts(sol).items()}
-        # The order is Jorba & Zou's for the tolerance, used for every step.
-        assert counts == {jz_order(tol): accepted}, (tol, counts, accepted)
+        # The order is Jorba & Zou's for the tolerance, used for every step but the
+        # first (taken at the start order 4, from the series init expands).
+        assert counts == {4: 1, jz_order(tol): accepted - 1}, (tol, counts, accepted)
         assert rejected <= 0.02 * accepted, (tol, accepted, rejected)
         # Achieved error tracks the tolerance (global error over the whole solve),
         # down to float64 round-off accumulated over the solve.
@@ -138,10 +141,10 @@ def test_accuracy_rejections_and_order(name, tols, factor):
 def test_order_from_rtol_else_atol_and_with_pid():
     # With PIDController the order comes from its rtol as well.
     sol = _solve("kepler-0.5", 1e-10, controller=diffrax.PIDController(rtol=1e-10, atol=1e-6))
-    assert set(taylorode.order_counts(sol)) == {jz_order(1e-10)}
+    assert set(taylorode.order_counts(sol)) == {4, jz_order(1e-10)}  # the first step at 4
     # rtol = 0: the absolute tolerance sets the order.
     sol = _solve("kepler-0.5", 0.0, controller=taylorode.TaylorController(rtol=0.0, atol=1e-6))
-    assert set(taylorode.order_counts(sol)) == {jz_order(1e-6)}
+    assert set(taylorode.order_counts(sol)) == {4, jz_order(1e-6)}
     assert _mixed_error(sol, "kepler-0.5") < 1e-5
 
 

@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import optimistix as optx
+
 import taylorode
+from taylorode._interop import ControllerTolerances
 
 
 RATES = jnp.array([1.0, 2.0])
@@ -66,7 +69,7 @@ def test_steps_dense_output_and_counts_are_diffrax_s(solver, controller, directi
 def test_first_step_is_sized_by_the_rule_and_accepted():
     # TaylorController sizes the first step from the coefficients at y0, as every
     # later one: no rejection, and the first step is as long as Jorba & Zou's rule
-    # allows (the error estimate of the next step's series is then at the tolerance).
+    # allows for the start order (the series init expands, of order min(4, p)).
     tol = 1e-10
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_field), taylorode.Taylor(), 0.0, 50.0, None, jnp.array([1.0, 1.0]),
@@ -78,9 +81,9 @@ def test_first_step_is_sized_by_the_rule_and_accepted():
     ts = ts[np.isfinite(ts)]
     # y' = -y: the radius of convergence is infinite, and y^[j] = (-r)^j / j! y, so
     # the first step h solves max_j (|y^[j]| h^j / tau)^(p/j) = 1 for j = p-1, p with
-    # tau = tol (1 + |y|) ... checked here against the step the rule gives for
-    # the second component (rate 2, the binding one).
-    p = 13
+    # tau = tol (1 + |y|) and p the start order ... checked here against the step the
+    # rule gives for the second component (rate 2, the binding one).
+    p = 4
     F = np.exp(-2 / p - 0.7 / (p - 1))
     tau = tol * (1 + 1.0)
     radius = min((tau / (2.0**j / np.prod(np.arange(1, j + 1)))) ** (1 / j) for j in (p - 1, p))
@@ -154,3 +157,43 @@ def test_fast_float32_field_starts_without_overflow(controller):
 
 def eqx_tree_replace(module, **fields):
     return eqx.tree_at(lambda m: tuple(getattr(m, k) for k in fields), module, tuple(fields.values()))
+
+
+def test_init_expands_the_start_order_only():
+    # Where the order comes from the tolerance (13 at 1e-10), init expands y0 to the
+    # start order 4 only (zero-padded to 13), so that the program holds the full-order
+    # expansion once, in the steps; Taylor(order=p) expands y0 to p.
+    def field(t, y, args):
+        return jnp.stack([y[1], -jnp.sin(y[0]) + 0.1 * t])
+
+    y0 = jnp.array([1.0, 0.5])
+    term = diffrax.ODETerm(field)
+    # The tolerances diffeqsolve hands over from the controller.
+    tolerant = eqx.tree_at(
+        lambda s: s.root_finder, taylorode.Taylor(), ControllerTolerances(1e-10, 1e-10, optx.max_norm)
+    )
+    assert tolerant.candidate_orders() == (13,) and tolerant.start_order() == 4
+    state = tolerant.init(term, 0.0, 1.0, y0, None)
+    sizes = [float(jnp.max(jnp.abs(c))) for c in state.coeffs]
+    assert len(sizes) == 14 and all(s > 0 for s in sizes[:5]) and all(s == 0 for s in sizes[5:])
+    fixed = taylorode.Taylor(order=13).init(term, 0.0, 1.0, y0, None)
+    assert all(float(jnp.max(jnp.abs(c))) > 0 for c in fixed.coeffs)
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS.values(), ids=CONTROLLERS.keys())
+@pytest.mark.parametrize("power", [4, 5, 7])
+def test_first_step_checks_itself(controller, power):
+    # y' = t^m from t = 0: the start series (order 4) of y = t^(m+1) / (m+1) is zero
+    # beyond y0 for m >= 4, so its last two terms say nothing of the step's error. The
+    # first step's derivative defect at its end catches it; without that check the
+    # TaylorController solves end far from 1 / (m + 1) (checked when it was written:
+    # the first step, sized from a zero estimate, runs to the end of the interval).
+    tol = 1e-10
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, args: t**power * jnp.ones_like(y)), taylorode.Taylor(),
+        0.0, 1.0, None, jnp.zeros(2), stepsize_controller=controller,
+        saveat=diffrax.SaveAt(t1=True, solver_state=True), max_steps=200,
+    )
+    np.testing.assert_allclose(np.asarray(sol.ys[-1]), 1 / (power + 1), rtol=10 * tol, atol=10 * tol)
+    counts = taylorode.order_counts(sol)
+    assert int(counts[4]) == 1 and sum(int(c) for c in counts.values()) == int(sol.stats["num_accepted_steps"])

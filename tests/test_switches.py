@@ -97,10 +97,12 @@ def test_event_in_a_window_shorter_than_a_step(name):
         stepsize_controller=CONTROLLERS[name](), event=event,
     )
     assert abs(float(sol.ts[-1]) - np.arcsin(0.99) / 20) < 1e-9
-    # diffrax alone, the solver not told of the event, steps over the window.
+    # diffrax alone, the solver not told of the event, steps over the window (and
+    # stops at a later one, or fails there in the event's Newton solve, as where its
+    # steps fall decides; hence throw=False).
     blind = diffrax.diffeqsolve(
         diffrax.ODETerm(_oscillator), taylorode.Taylor(), 0.0, 2.0, None, jnp.array([0.0, 1.0]),
-        stepsize_controller=CONTROLLERS[name](), event=event,
+        stepsize_controller=CONTROLLERS[name](), event=event, throw=False,
     )
     assert float(blind.ts[-1]) > 0.2
 

@@ -51,9 +51,13 @@ class TaylorState(eqx.Module):
         event's conditions) at the same point and scaled alike, shape
         `(max(orders), n)`; `None` for a smooth field without an event.
     - `h_ref`: the step length the coefficients are scaled by (the last step's).
-    - `index`: which of the candidate orders `coeffs` has.
-    - `counts`: accepted steps taken at each candidate order so far.
-    - `orders`: the candidate orders (static), ascending; `counts[i]` is for `orders[i]`.
+    - `index`: which of the candidate orders the next expansion is made at (and
+        `coeffs` has, after the first step).
+    - `first`: whether `coeffs` is still the series `init` expanded at the initial
+        point, of the start order (`Taylor.start_order`).
+    - `counts`: accepted steps taken at each order so far.
+    - `orders`: the orders steps are taken at (static), ascending: the candidate orders
+        and the start order; `counts[i]` is for `orders[i]`.
     - `unseen`: the switching operations the engine cannot see into (static; they are
         evaluated along each step), as `(primitive, where)` pairs.
     - `event_columns`: how many of the last columns of `switches` are the event's
@@ -64,11 +68,18 @@ class TaylorState(eqx.Module):
     switches: Array | None
     h_ref: Array
     index: Array
+    first: Array
     counts: Array
     orders: tuple[int, ...] = eqx.field(static=True)
     unseen: tuple = eqx.field(static=True, default=())
     event_columns: int = eqx.field(static=True, default=0)
 
+
+# The order of the series expanded at the initial point where the order comes from the
+# tolerance: the first step is taken at it, so that the compiled program holds the
+# full-order expansion only where the steps make it (compile time, measured in
+# docs/benchmarks.md).
+START_ORDER = 4
 
 # Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
 # that needs more is rejected, and the controller retries a shorter one.
@@ -116,9 +127,22 @@ class Taylor(AbstractTaylorSolver):
     **Coefficients are computed once per step, at its end** (first same as last). They
     are carried in the solver state, rescaled to the next step's length, and are the
     next step's series; a rejected step reuses the carried set with its smaller length,
-    at no extra cost. The coefficients at $y_0$ come from `init` (the compiled program
-    holds that expansion twice: once in `init`, once in the loop), and after a jump in
-    the vector field (`made_jump`) they are recomputed at the step's start.
+    at no extra cost. After a jump in the vector field (`made_jump`) they are
+    recomputed at the step's start.
+
+    **The first step.** Where the order comes from the tolerance, `init` expands the
+    series at $y_0$ to the low *start order* $\min(4, p)$ (`start_order()`), so that the
+    compiled program holds the full-order expansion only where the steps make it
+    (a third to a half less compile time than expanding $y_0$ to full order too; measured
+    in `docs/benchmarks.md`). The controller sizes the first step from that series by
+    the same rule as every step, and the step checks itself: Jorba & Zou's estimate
+    from the series' last two terms for the step's length, and, since two terms of a
+    low-order series can both vanish where later ones do not ($y' = t^4$ from 0), the
+    defect of the series' derivative at the step's end against the vector field there;
+    a step that fails either is rejected. Being of low order, the first step is short
+    (about $ε^{1/4}$ of the radius of convergence), and the steps after it grow by the
+    controller's `factormax` until they reach full length: two or three more steps per
+    solve. `Taylor(order=p)` expands $y_0$ to its order $p$.
 
     **Error estimate**, for a step of length $h$ with the series
     $c_j = y^{[j]}(t_1) h^j$ at its *end* (the error of a step of the same length taken
@@ -239,6 +263,21 @@ class Taylor(AbstractTaylorSolver):
             return runtime_orders(self.method.max_order)
         return (order_from_tolerance(eps, self.method.max_order),)
 
+    def start_order(self) -> int:
+        """The order of the series `init` expands at the initial point, which the first
+        step sums: `min(4, min(candidate_orders()))` where the order comes from the
+        controller's tolerance (the first step is then sized by the controller from that
+        series, and checked, see the class doc), the order itself for `Taylor(order=p)`."""
+        orders = self.candidate_orders()
+        if self.taylor_order is not None:
+            return orders[0]
+        return min(START_ORDER, orders[0])
+
+    def step_orders(self) -> tuple[int, ...]:
+        """The orders steps are taken at, ascending: the candidate orders and the start
+        order (`TaylorState.counts` counts accepted steps per entry)."""
+        return tuple(sorted(set(self.candidate_orders()) | {self.start_order()}))
+
     def _tolerances(self):
         tols = filled_tolerances(self.root_finder)
         if tols is None:
@@ -270,45 +309,49 @@ class Taylor(AbstractTaylorSolver):
 
     # -- coefficients -----------------------------------------------------------------
 
+    def _expand_order(self, terms, t, y, args, h, q):
+        """Coefficients at `(t, y)` scaled by the step `h`, of the (static) order `q`,
+        zero-padded to the largest candidate order; the last two terms
+        `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice) with the switching
+        functions' `tail` (`None` for a smooth field); the series of the switching
+        functions, scaled alike and zero-padded to `max(orders)` rows (`None` for a
+        smooth field; no columns where the only switches are ones the engine cannot
+        see into; the event conditions' series last); and, static, the switching
+        operations the engine cannot see into (`SwitchSeries.unseen`) with the number
+        of event columns."""
+        width = max(self.candidate_orders()) + 1
+        coeffs, switches = self._expand_switching(terms, t, h, y, args, q)
+        own = 0 if switches.coeffs is None else switches.coeffs.shape[1]
+        switches = self._with_events(switches, terms, t, h, coeffs, args, q)
+        total = 0 if switches.coeffs is None else switches.coeffs.shape[1]
+        pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
+        last = jtu.tree_map(jnp.abs, coeffs[-1])
+        prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
+        sw = switches.coeffs
+        if sw is None and switches.unseen:
+            sw = jnp.zeros((q, 0), jnp.result_type(t, 1.0))
+        tails = None
+        if sw is not None:
+            tails = tail(sw)
+            sw = jnp.concatenate([sw, jnp.zeros((width - 1 - q,) + sw.shape[1:], sw.dtype)])
+        return tuple(coeffs + pad), (prev, last, tails), sw, (switches.unseen, total - own)
+
     def _expand_at(self, terms, t, y, args, h, index):
-        """Coefficients at `(t, y)` scaled by the step `h`, of the order
-        `candidate_orders()[index]`, zero-padded to the largest order; the last two
-        terms `(|c_{q-1}|, |c_q|)` (for q = 1, the last term twice) with the switching
-        functions' `tail` (`None` for a smooth field); and the series of
-        the switching functions, scaled alike and zero-padded to `max(orders)` rows
-        (`None` for a smooth field; no columns where the only switches are ones the
-        engine cannot see into; the event conditions' series last); and, static, the
-        switching operations the engine cannot see into (`SwitchSeries.unseen`) with the
-        number of event columns."""
+        """`_expand_order` at the order `candidate_orders()[index]` (a runtime index,
+        dispatched with `lax.switch` where there are several candidates)."""
         orders = self.candidate_orders()
-        width = max(orders) + 1
+        if len(orders) == 1:
+            return self._expand_order(terms, t, y, args, h, orders[0])
         found = {}
 
         def branch(q):
             def expand(t, y, args, h):
-                coeffs, switches = self._expand_switching(terms, t, h, y, args, q)
-                own = 0 if switches.coeffs is None else switches.coeffs.shape[1]
-                switches = self._with_events(switches, terms, t, h, coeffs, args, q)
-                total = 0 if switches.coeffs is None else switches.coeffs.shape[1]
-                found["static"] = (switches.unseen, total - own)
-                pad = [jtu.tree_map(jnp.zeros_like, coeffs[0])] * (width - q - 1)
-                last = jtu.tree_map(jnp.abs, coeffs[-1])
-                prev = jtu.tree_map(jnp.abs, coeffs[-2]) if q >= 2 else last
-                sw = switches.coeffs
-                if sw is None and switches.unseen:
-                    sw = jnp.zeros((q, 0), jnp.result_type(t, 1.0))
-                tails = None
-                if sw is not None:
-                    tails = tail(sw)
-                    sw = jnp.concatenate([sw, jnp.zeros((width - 1 - q,) + sw.shape[1:], sw.dtype)])
-                return tuple(coeffs + pad), (prev, last, tails), sw
+                *out, found["static"] = self._expand_order(terms, t, y, args, h, q)
+                return tuple(out)
 
             return expand
 
-        if len(orders) == 1:
-            out = branch(orders[0])(t, y, args, h)
-        else:
-            out = lax.switch(index, [branch(q) for q in orders], t, y, args, h)
+        out = lax.switch(index, [branch(q) for q in orders], t, y, args, h)
         return out + (found["static"],)
 
     def _with_events(self, switches, terms, t, h, coeffs, args, q):
@@ -406,6 +449,41 @@ class Taylor(AbstractTaylorSolver):
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
         return y1, dict(coeffs=pieces, starts=starts), error, worst, (a >= 1) & (events < 2)
 
+    def _check_first_step(self, state, coeffs, switches, one_piece, next_coeffs, y0, y1, h, y_error):
+        """`y_error`, or, where this is the first step and it is not accurate to the
+        tolerance, its own estimate (above 1 against the tolerance) or an infinite one
+        (the defect; no controller accepts it).
+
+        The first step sums the start series (of a low order), so its own estimate is
+        checked here: Jorba & Zou's, from that series' last two terms (and its switching
+        functions' tails) for this step's length, and, because two terms of a
+        low-order series can both vanish where later ones do not (`y' = t^4` from 0),
+        the defect of its derivative at the step's end against the vector field there
+        (the end series' first term), divided by `q + 1` as the truncation's is
+        (where the step was not cut at a switch, `one_piece`). The
+        estimate returned is the end series' as for every step, so that the next step
+        is sized from the series it will sum."""
+        q0 = self.start_order()
+        own_tails = None if switches is None else tail(switches[:q0])
+        own = self._error(
+            (jtu.tree_map(jnp.abs, coeffs[max(q0 - 1, 1)]), jtu.tree_map(jnp.abs, coeffs[q0]), own_tails),
+            y0, y1, state.index, q0,
+        )
+
+        def defect(c1, *cs):
+            slope = cs[0]
+            for j, c in enumerate(cs[1:], start=2):
+                slope = slope + j * c
+            return jnp.abs(slope - c1) / (q0 + 1)
+
+        gap = jtu.tree_map(defect, next_coeffs[1], *coeffs[1 : q0 + 1])
+        gap = jtu.tree_map(lambda g: jnp.where(h == 0, jnp.zeros_like(g), g), gap)
+        own_bad = state.first & ~(self._measure(own, y0, y1) <= 1)
+        gap_bad = state.first & one_piece & ~(self._measure(gap, y0, y1) <= 1)
+        return jtu.tree_map(
+            lambda e, o: jnp.where(gap_bad, jnp.inf, jnp.where(own_bad, o, e)), y_error, own
+        )
+
     def _measure(self, error, y0, y1):
         """An error estimate measured against the tolerance (the controller's norm of
         `error / (atol + rtol max(|y0|, |y1|))`); 0 where the solver has no tolerances."""
@@ -427,9 +505,10 @@ class Taylor(AbstractTaylorSolver):
         eps_eff = jnp.where(a0 > 0, 1 / jnp.where(a0 > 0, a0, 1), 1)
         return eqxi.unvmap_max(select_order_index(orders, eps_eff))
 
-    def _error(self, last_two, y0, y1, index):
+    def _error(self, last_two, y0, y1, index, order=None):
         """The step's error estimate from the last two terms `|c_{q-1}|, |c_q|` of the
-        series at its end (see the class doc)."""
+        series at its end (see the class doc), of the order `candidate_orders()[index]`,
+        or of the static `order` where one is given (the start order)."""
         prev, last, tails = last_two
         if self.taylor_order is not None:
             # No tolerances here: per component, the larger of the two (and at least
@@ -440,8 +519,9 @@ class Taylor(AbstractTaylorSolver):
                 error = jtu.tree_map(lambda e: jnp.maximum(e, floor.astype(e.dtype)), error)
             return error
         rtol, atol, _ = self._tolerances()
-        orders = self.candidate_orders()
-        p = max(orders)
+        orders = self.candidate_orders() if order is None else (order,)
+        index = 0 if order is not None else index
+        p = max(self.candidate_orders())
         log_fs = [math.log(jorba_zou_factor(o)) for o in orders]
         log_fp = math.log(jorba_zou_factor(p))
 
@@ -467,16 +547,18 @@ class Taylor(AbstractTaylorSolver):
     # -- diffrax interface ------------------------------------------------------------
 
     def _start_expansion(self, terms, t0, y0, args):
-        """`(coeffs, switches, index, h0, y_error)`: the coefficients at `(t0, y0)` and
-        the series of the switching functions, scaled to a reference length `h0`,
-        their order index, `h0`, and the error estimate of a step of length `h0` from
-        there. `h0 = min(1, (1 + |y0|) / |f(t0, y0)|)`, a time scale
-        of the field at `y0`, so that the scaled coefficients neither overflow nor
-        underflow where the field is fast."""
+        """`(coeffs, switches, index, h0, y_error)`: the coefficients at `(t0, y0)` of
+        the start order and the series of the switching functions, scaled to a
+        reference length `h0`; the order index the first expansion in the steps will
+        use; `h0`; and the error estimate of a step of length `h0` from there.
+        `h0 = min(1, (1 + |y0|) / |f(t0, y0)|)`, a time scale of the field at `y0`, so
+        that the scaled coefficients neither overflow nor underflow where the field is
+        fast."""
         h0 = _time_scale(terms, t0, y0, args)
         index = self._next_order_index(y0)
-        coeffs, last_two, switches, (unseen, events) = self._expand_at(terms, t0, y0, args, h0, index)
-        return coeffs, (switches, unseen, events), index, h0, self._error(last_two, y0, y0, index)
+        q0 = self.start_order()
+        coeffs, last_two, switches, (unseen, events) = self._expand_order(terms, t0, y0, args, h0, q0)
+        return coeffs, (switches, unseen, events), index, h0, self._error(last_two, y0, y0, index, q0)
 
     def _start_error(self):
         return jtu.Partial(_start_error, self)
@@ -493,8 +575,9 @@ class Taylor(AbstractTaylorSolver):
             event_columns=events,
             h_ref=h0,
             index=index,
-            counts=jnp.zeros(len(self.candidate_orders()), jnp.int32),
-            orders=self.candidate_orders(),
+            first=jnp.array(self.taylor_order is None),
+            counts=jnp.zeros(len(self.step_orders()), jnp.int32),
+            orders=self.step_orders(),
         )
 
     def step(
@@ -519,6 +602,8 @@ class Taylor(AbstractTaylorSolver):
 
             carried = (lambda s: (s.coeffs,)) if state.switches is None else (lambda s: (s.coeffs, s.switches))
             state = refresh_after_jump(state, t0, h, made_jump, fresh, carried=carried)
+            # Refreshed at the full order: no longer the start series.
+            state = eqx.tree_at(lambda s: s.first, state, state.first & ~jnp.asarray(made_jump))
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
         # to this one's.
@@ -554,6 +639,12 @@ class Taylor(AbstractTaylorSolver):
         index = self._next_order_index(y1)
         next_coeffs, last_two, next_switches, _ = self._expand_at(terms, t1, y1, args, h_ref, index)
         y_error = self._error(last_two, y0, y1, index)
+        if self.taylor_order is None:
+            if state.switches is None:
+                own_switches, one_piece = None, True
+            else:  # the defect is the start series' only where it ran to the end
+                own_switches, one_piece = switches, ~jnp.isfinite(dense["starts"][1])
+            y_error = self._check_first_step(state, coeffs, own_switches, one_piece, next_coeffs, y0, y1, h, y_error)
         if state.switches is not None:
             # The pieces after a switch were expanded on the other side; their own
             # estimates count, and a piece beyond the tolerance, or a step whose
@@ -578,12 +669,16 @@ class Taylor(AbstractTaylorSolver):
         y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
         y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
-        taken = jax.nn.one_hot(state.index, state.counts.shape[0], dtype=jnp.int32)
+        step_orders = self.step_orders()
+        positions = jnp.asarray([step_orders.index(q) for q in self.candidate_orders()], jnp.int32)
+        at = jnp.where(state.first, step_orders.index(self.start_order()), positions[state.index])
+        taken = jax.nn.one_hot(at, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
             coeffs=next_coeffs,
             switches=next_switches,
             h_ref=h_ref,
             index=index,
+            first=jnp.zeros_like(state.first),
             counts=state.counts + taken,
             orders=state.orders,
                 unseen=state.unseen,
