@@ -462,7 +462,15 @@ class Taylor(AbstractTaylorSolver):
         (the end series' first term), divided by `q + 1` as the truncation's is
         (where the step was not cut at a switch, `one_piece`). The
         estimate returned is the end series' as for every step, so that the next step
-        is sized from the series it will sum."""
+        is sized from the series it will sum. Computed in a real conditional, taken
+        while a trajectory is at its first step (batch-uniform under vmap)."""
+
+        def check(_):
+            return self._first_step_error(state, coeffs, switches, one_piece, next_coeffs, y0, y1, h, y_error)
+
+        return lax.cond(eqxi.unvmap_any(state.first), check, lambda _: y_error, None)
+
+    def _first_step_error(self, state, coeffs, switches, one_piece, next_coeffs, y0, y1, h, y_error):
         q0 = self.start_order()
         own_tails = None if switches is None else tail(switches[:q0])
         own = self._error(
