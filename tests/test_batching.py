@@ -69,6 +69,27 @@ def _close(a, b, rtol):
 @pytest.fixture
 def always_batch(monkeypatch):
     monkeypatch.setattr(_batching, "MIN_BATCHED", 0)
+    monkeypatch.setattr(_batching, "MIN_GROUP", 0)
+
+
+def test_pairs_alone_are_not_batched():
+    # A field written with scalars that pairs its operations (x and y), four pairs: the
+    # concatenations that would assemble them cost more than the pairs save, so the
+    # field is left as it is; the same operations in a group of four are batched.
+    def pairs(t, y, args):
+        r3 = (y[0] ** 2 + y[1] ** 2) ** 1.5
+        return jnp.stack([jnp.sin(y[2]), jnp.sin(y[3]), -y[0] / r3, -y[1] / r3])
+
+    def quads(t, y, args):
+        r3 = (y[0] ** 2 + y[1] ** 2 + y[2] ** 2 + y[3] ** 2) ** 1.5
+        return jnp.stack([-y[0] / r3, -y[1] / r3, -y[2] / r3, -y[3] / r3])
+
+    y = jnp.array([0.1, 0.2, 0.3, 0.4])
+    for field, batched in ((pairs, False), (quads, True)):
+        jaxpr = jax.make_jaxpr(field)(0.5, y, None).jaxpr
+        sizes = [len(e) for kind, e in _batching._waves(jaxpr) if kind == "group" and len(e) > 1]
+        assert sum(sizes) >= _batching.MIN_BATCHED
+        assert _batching.worth_batching(jaxpr) == batched, (field.__name__, sizes)
 
 
 def test_rewrite_batches_a_scalar_loop_field_and_keeps_its_values():

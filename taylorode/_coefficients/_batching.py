@@ -43,6 +43,11 @@ ELEMENTWISE = frozenset({
 # Only rewrite when at least this many scalar equations fall into groups of two or
 # more: below that, the rewrite cannot pay for the slicing and concatenation it adds.
 MIN_BATCHED = 8
+# ... and when some group has at least this many: each group's operands are assembled
+# by a concatenation, a kernel of its own at every order, which pairs do not pay for
+# (Kepler written with scalars, three pairs: 2.07 us per step batched, 1.74 not;
+# Arenstorf, pairs and two groups of four: 2.46 batched, 2.89 not; measured 2026-12-04).
+MIN_GROUP = 3
 
 
 class _Ref:
@@ -131,8 +136,8 @@ def worth_batching(jaxpr) -> bool:
     """Whether the pass would batch enough scalar equations to pay off."""
     if any(e.effects for e in jaxpr.eqns):
         return False
-    batched = sum(len(eqns) for kind, eqns in _waves(jaxpr) if kind == "group" and len(eqns) > 1)
-    return batched >= MIN_BATCHED
+    sizes = [len(eqns) for kind, eqns in _waves(jaxpr) if kind == "group" and len(eqns) > 1]
+    return sum(sizes) >= MIN_BATCHED and max(sizes, default=0) >= MIN_GROUP
 
 
 class _Evaluator:
