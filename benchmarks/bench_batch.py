@@ -12,6 +12,9 @@ float64 at tol 1e-10 and 1e-14 (rtol = atol = tol):
 - `heyoka batch`: `heyoka.taylor_adaptive_batch` with batch size
   `heyoka.recommended_simd_size()`, looping over the N trajectories in chunks;
 - `heyoka one by one`: one `heyoka.taylor_adaptive`, reset and propagated N times;
+- `heyoka ensemble` / `heyoka batch ensemble`: `heyoka.ensemble_propagate_until` (one
+  integrator per trajectory) / `ensemble_propagate_until_batch` (the batch-mode chunks),
+  in parallel threads on the machine's cores;
 - `Taylor()+TC loop`: the jitted single-trajectory solve called N times from Python.
 
 Per (solver, tol): total wall time, time per trajectory, compile time, the largest error
@@ -274,6 +277,82 @@ def heyoka_single(batch, tol, settings):
     return result(
         ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
         compile_s=compile_s, times=times, stat="median", order=ta.order,
+    )
+
+
+@SOLVERS.add("heyoka ensemble")
+def heyoka_ensemble(batch, tol, settings):
+    """`heyoka.ensemble_propagate_until` with threads (`algorithm="thread"`): one
+    `taylor_adaptive` copied per trajectory, each reset to its initial state and
+    propagated to T1 in parallel on the machine's cores. Run = median of
+    `settings.heyoka_repeats` calls."""
+    ta, compile_s = h.heyoka_build(
+        hy.taylor_adaptive, P.kepler_heyoka, batch.y0s[0], tol=tol
+    )
+    y0s = batch.y0s
+
+    def gen(copy, i):
+        copy.time = 0.0
+        copy.state[:] = y0s[i]
+        return copy
+
+    def one_pass():
+        out = hy.ensemble_propagate_until(ta, T1, len(y0s), gen, algorithm="thread")
+        for res in out:
+            if res[1] != hy.taylor_outcome.time_limit:
+                raise RuntimeError(f"heyoka stopped early: {res[1]}")
+        return np.stack([res[0].state.copy() for res in out]), np.array([res[4] for res in out])
+
+    times, (ys, steps) = h.time_calls(
+        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
+    )
+    return result(
+        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
+        compile_s=compile_s, times=times, stat="median", order=ta.order,
+        notes="threads on all cores",
+    )
+
+
+@SOLVERS.add("heyoka batch ensemble")
+def heyoka_batch_ensemble(batch, tol, settings):
+    """`heyoka.ensemble_propagate_until_batch` with threads: the chunks of
+    `heyoka batch` propagated in parallel, one `taylor_adaptive_batch` copy each.
+    Run = median of `settings.heyoka_repeats` calls."""
+    y0s = batch.y0s
+    bs = hy.recommended_simd_size()
+    n = len(y0s)
+    n_chunks = -(-n // bs)
+    padded = np.concatenate([y0s, np.repeat(y0s[-1:], n_chunks * bs - n, axis=0)])
+    chunks = padded.reshape(n_chunks, bs, 4).transpose(0, 2, 1).copy()  # (c, 4, bs)
+    ta, compile_s = h.heyoka_build(
+        hy.taylor_adaptive_batch, P.kepler_heyoka, chunks[0], tol=tol
+    )
+    zeros = np.zeros(bs)
+
+    def gen(copy, i):
+        copy.set_time(zeros)
+        copy.state[:] = chunks[i]
+        return copy
+
+    def one_pass():
+        out = hy.ensemble_propagate_until_batch(ta, T1, n_chunks, gen, algorithm="thread")
+        ys, steps = [], []
+        for res in out:
+            copy = res[0]
+            for outcome, *_ in copy.propagate_res:
+                if outcome != hy.taylor_outcome.time_limit:
+                    raise RuntimeError(f"heyoka stopped early: {outcome}")
+            ys.append(copy.state.T.copy())
+            steps.append([r[3] for r in copy.propagate_res])
+        return np.concatenate(ys)[:n], np.concatenate(steps)[:n]
+
+    times, (ys, steps) = h.time_calls(
+        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
+    )
+    return result(
+        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
+        compile_s=compile_s, times=times, stat="median", order=ta.order,
+        notes=f"batch size {bs}, {n_chunks} chunks on threads",
     )
 
 
