@@ -133,16 +133,16 @@ class Taylor(AbstractTaylorSolver):
 
     **The first step.** Where the order comes from the tolerance, `init` expands the
     series at $y_0$ to the low *start order* $\min(4, p)$ (`start_order()`), so that the
-    compiled program holds the full-order expansion only where the steps make it
-    (a third to a half less compile time than expanding $y_0$ to full order too; measured
-    in `docs/benchmarks.md`). The controller sizes the first step from that series by
+    compiled program holds the full-order expansion only where the steps make it (up to a
+    third less compile time than expanding $y_0$ to full order too, and more with the
+    tolerance traced; measured in `docs/benchmarks.md`). The controller sizes the first step from that series by
     the same rule as every step, and the step checks itself: Jorba & Zou's estimate
     from the series' last two terms for the step's length, and, since two terms of a
     low-order series can both vanish where later ones do not ($y' = t^4$ from 0), the
     defect of the series' derivative at the step's end against the vector field there;
     a step that fails either is rejected. Being of low order, the first step is short
     (about $ε^{1/4}$ of the radius of convergence), and the steps after it grow by the
-    controller's `factormax` until they reach full length: two or three more steps per
+    controller's `factormax` until they reach full length: about three more steps per
     solve. `Taylor(order=p)` expands $y_0$ to its order $p$.
 
     **Error estimate**, for a step of length $h$ with the series
