@@ -211,17 +211,43 @@ def taylor_loop(batch, tol, settings):
     )
 
 
+def _chunked(y0s):
+    """`(bs, n_chunks, chunks)`: the trajectories in chunks of heyoka's recommended SIMD
+    width `bs`, the last padded with copies, each chunk shaped `(4, bs)`."""
+    bs = hy.recommended_simd_size()
+    n = len(y0s)
+    n_chunks = -(-n // bs)
+    padded = np.concatenate([y0s, np.repeat(y0s[-1:], n_chunks * bs - n, axis=0)])
+    return bs, n_chunks, padded.reshape(n_chunks, bs, 4).transpose(0, 2, 1).copy()
+
+
+def _lanes(ta):
+    """The states `(bs, 4)` and step counts of a propagated `taylor_adaptive_batch`,
+    each lane checked to have reached T1."""
+    for outcome, *_ in ta.propagate_res:
+        if outcome != hy.taylor_outcome.time_limit:
+            raise RuntimeError(f"heyoka stopped early: {outcome}")
+    return ta.state.T.copy(), [res[3] for res in ta.propagate_res]
+
+
+def _heyoka_result(one_pass, batch, settings, compile_s, order, notes=""):
+    """Time `one_pass` (median of `settings.heyoka_repeats` calls) and report it."""
+    times, (ys, steps) = h.time_calls(
+        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
+    )
+    return result(
+        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
+        compile_s=compile_s, times=times, stat="median", order=order, notes=notes,
+    )
+
+
 @SOLVERS.add("heyoka batch")
 def heyoka_batch(batch, tol, settings):
     """`taylor_adaptive_batch` of the recommended SIMD width; the trajectories in
     chunks of that width (the last one padded), each chunk reset and propagated to
     T1. Run = median of `settings.heyoka_repeats` passes over all chunks."""
-    y0s = batch.y0s
-    bs = hy.recommended_simd_size()
-    n = len(y0s)
-    n_chunks = -(-n // bs)
-    padded = np.concatenate([y0s, np.repeat(y0s[-1:], n_chunks * bs - n, axis=0)])
-    chunks = padded.reshape(n_chunks, bs, 4).transpose(0, 2, 1).copy()  # (c, 4, bs)
+    n = len(batch.y0s)
+    bs, n_chunks, chunks = _chunked(batch.y0s)
     ta, compile_s = h.heyoka_build(
         hy.taylor_adaptive_batch, P.kepler_heyoka, chunks[0], tol=tol
     )
@@ -233,22 +259,14 @@ def heyoka_batch(batch, tol, settings):
             ta.set_time(zeros)
             ta.state[:] = chunk
             ta.propagate_until(t1)
-            for outcome, *_ in ta.propagate_res:
-                if outcome != hy.taylor_outcome.time_limit:
-                    raise RuntimeError(f"heyoka stopped early: {outcome}")
-            ys.append(ta.state.T.copy())
-            steps.append([res[3] for res in ta.propagate_res])
+            y, s = _lanes(ta)
+            ys.append(y)
+            steps.append(s)
         return np.concatenate(ys)[:n], np.concatenate(steps)[:n]
 
-    times, (ys, steps) = h.time_calls(
-        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
-    )
-    return result(
-        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
-        compile_s=compile_s, times=times, stat="median", order=ta.order,
+    return _heyoka_result(one_pass, batch, settings, compile_s, ta.order,
         notes=f"batch size {bs} ({n_chunks} chunks"
-        + (f", the last padded with {n_chunks * bs - n} copies)" if n % bs else ")"),
-    )
+        + (f", the last padded with {n_chunks * bs - n} copies)" if n % bs else ")"))
 
 
 @SOLVERS.add("heyoka one by one")
@@ -271,13 +289,7 @@ def heyoka_single(batch, tol, settings):
             steps.append(n_steps)
         return np.stack(ys), np.array(steps)
 
-    times, (ys, steps) = h.time_calls(
-        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
-    )
-    return result(
-        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
-        compile_s=compile_s, times=times, stat="median", order=ta.order,
-    )
+    return _heyoka_result(one_pass, batch, settings, compile_s, ta.order)
 
 
 @SOLVERS.add("heyoka ensemble")
@@ -303,14 +315,8 @@ def heyoka_ensemble(batch, tol, settings):
                 raise RuntimeError(f"heyoka stopped early: {res[1]}")
         return np.stack([res[0].state.copy() for res in out]), np.array([res[4] for res in out])
 
-    times, (ys, steps) = h.time_calls(
-        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
-    )
-    return result(
-        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
-        compile_s=compile_s, times=times, stat="median", order=ta.order,
-        notes="threads on all cores",
-    )
+    return _heyoka_result(one_pass, batch, settings, compile_s, ta.order,
+        notes="threads on all cores")
 
 
 @SOLVERS.add("heyoka batch ensemble")
@@ -318,12 +324,8 @@ def heyoka_batch_ensemble(batch, tol, settings):
     """`heyoka.ensemble_propagate_until_batch` with threads: the chunks of
     `heyoka batch` propagated in parallel, one `taylor_adaptive_batch` copy each.
     Run = median of `settings.heyoka_repeats` calls."""
-    y0s = batch.y0s
-    bs = hy.recommended_simd_size()
-    n = len(y0s)
-    n_chunks = -(-n // bs)
-    padded = np.concatenate([y0s, np.repeat(y0s[-1:], n_chunks * bs - n, axis=0)])
-    chunks = padded.reshape(n_chunks, bs, 4).transpose(0, 2, 1).copy()  # (c, 4, bs)
+    n = len(batch.y0s)
+    bs, n_chunks, chunks = _chunked(batch.y0s)
     ta, compile_s = h.heyoka_build(
         hy.taylor_adaptive_batch, P.kepler_heyoka, chunks[0], tol=tol
     )
@@ -336,24 +338,11 @@ def heyoka_batch_ensemble(batch, tol, settings):
 
     def one_pass():
         out = hy.ensemble_propagate_until_batch(ta, T1, n_chunks, gen, algorithm="thread")
-        ys, steps = [], []
-        for res in out:
-            copy = res[0]
-            for outcome, *_ in copy.propagate_res:
-                if outcome != hy.taylor_outcome.time_limit:
-                    raise RuntimeError(f"heyoka stopped early: {outcome}")
-            ys.append(copy.state.T.copy())
-            steps.append([r[3] for r in copy.propagate_res])
+        ys, steps = zip(*(_lanes(res[0]) for res in out))
         return np.concatenate(ys)[:n], np.concatenate(steps)[:n]
 
-    times, (ys, steps) = h.time_calls(
-        one_pass, repeats=settings.heyoka_repeats, warmup=False, block=False
-    )
-    return result(
-        ys=ys, refs=batch.refs, accepted=steps.sum(), rejected=None,
-        compile_s=compile_s, times=times, stat="median", order=ta.order,
-        notes=f"batch size {bs}, {n_chunks} chunks on threads",
-    )
+    return _heyoka_result(one_pass, batch, settings, compile_s, ta.order,
+        notes=f"batch size {bs}, {n_chunks} chunks on threads")
 
 
 # --- Report -----------------------------------------------------------------------
