@@ -23,6 +23,7 @@ earlier commit), so that before and after come from one run.
     python benchmarks/bench_kernels.py --quick
 """
 
+import argparse
 import json
 import os
 import re
@@ -126,7 +127,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per checkout")
     parser.add_argument("--baseline", metavar="DIR", help="a checkout whose taylorode to measure as well")
-    parser.add_argument("--json", action="store_true", help=argparse_hidden())
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a round's rows
     cli = h.parse_args(parser)
     if cli.json:
         print(json.dumps(run_all(cli.repeats, cli.quick)))
@@ -172,12 +173,6 @@ def main():
                           f"{r['compile_s']:.2f}", f"{r['run_us']:.2f}"])
     h.emit(lines, h.md_table(header, align, table))
     h.write_results(cli, lines)
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
