@@ -31,7 +31,7 @@ from .._jorba_zou import (
     tolerance_scale,
     valid_tolerance,
 )
-from .._polynomial import horner, stack, sum_series
+from .._polynomial import horner, horner_derivative, stack, sum_series
 from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
@@ -54,9 +54,9 @@ class TaylorState(eqx.Module):
     - `h_ref`: the step length the coefficients are scaled by (the last step's).
     - `index`: which of the candidate orders the next expansion is made at (and
         `coeffs` has, after the first step).
-    - `first`: whether `coeffs` is still the series `init` expanded at the initial
-        point, of the start order (`Taylor.start_order`).
-    - `counts`: accepted steps taken at each order so far.
+    - `counts`: accepted steps taken at each order so far (none yet: `coeffs` is still
+        the series `init` expanded at the initial point, of the start order,
+        `Taylor.start_order`).
     - `orders`: the orders steps are taken at (static), ascending: the candidate orders
         and the start order; `counts[i]` is for `orders[i]`.
     - `unseen`: the switching operations the engine cannot see into (static; they are
@@ -69,7 +69,6 @@ class TaylorState(eqx.Module):
     switches: Array | None
     h_ref: Array
     index: Array
-    first: Array
     counts: Array
     orders: tuple[int, ...] = eqx.field(static=True)
     unseen: tuple = eqx.field(static=True, default=())
@@ -469,33 +468,22 @@ class Taylor(AbstractTaylorSolver):
         estimate returned is the end series' as for every step, so that the next step
         is sized from the series it will sum. Computed in a real conditional, taken
         while a trajectory is at its first step (batch-uniform under vmap)."""
+        first = _at_first_step(state)
+        q0 = self.start_order()
 
         def check(_):
-            return self._first_step_error(state, coeffs, switches, one_piece, next_coeffs, y0, y1, h, y_error)
+            own_tails = None if switches is None else tail(switches[:q0])
+            last_two = (jtu.tree_map(jnp.abs, coeffs[max(q0 - 1, 1)]), jtu.tree_map(jnp.abs, coeffs[q0]), own_tails)
+            own = self._error(last_two, y0, y1, state.index, q0)
+            gap = jtu.tree_map(
+                lambda c1, *cs: jnp.where(h == 0, 0, jnp.abs(horner_derivative(list(cs), 1) - c1) / (q0 + 1)),
+                next_coeffs[1], *coeffs[: q0 + 1],
+            )
+            own_bad = first & ~(self._measure(own, y0, y1) <= 1)
+            gap_bad = first & one_piece & ~(self._measure(gap, y0, y1) <= 1)
+            return jtu.tree_map(lambda e, o: jnp.where(gap_bad, jnp.inf, jnp.where(own_bad, o, e)), y_error, own)
 
-        return lax.cond(eqxi.unvmap_any(state.first), check, lambda _: y_error, None)
-
-    def _first_step_error(self, state, coeffs, switches, one_piece, next_coeffs, y0, y1, h, y_error):
-        q0 = self.start_order()
-        own_tails = None if switches is None else tail(switches[:q0])
-        own = self._error(
-            (jtu.tree_map(jnp.abs, coeffs[max(q0 - 1, 1)]), jtu.tree_map(jnp.abs, coeffs[q0]), own_tails),
-            y0, y1, state.index, q0,
-        )
-
-        def defect(c1, *cs):
-            slope = cs[0]
-            for j, c in enumerate(cs[1:], start=2):
-                slope = slope + j * c
-            return jnp.abs(slope - c1) / (q0 + 1)
-
-        gap = jtu.tree_map(defect, next_coeffs[1], *coeffs[1 : q0 + 1])
-        gap = jtu.tree_map(lambda g: jnp.where(h == 0, jnp.zeros_like(g), g), gap)
-        own_bad = state.first & ~(self._measure(own, y0, y1) <= 1)
-        gap_bad = state.first & one_piece & ~(self._measure(gap, y0, y1) <= 1)
-        return jtu.tree_map(
-            lambda e, o: jnp.where(gap_bad, jnp.inf, jnp.where(own_bad, o, e)), y_error, own
-        )
+        return lax.cond(eqxi.unvmap_any(first), check, lambda _: y_error, None)
 
     def _measure(self, error, y0, y1):
         """An error estimate measured against the tolerance (the controller's norm of
@@ -567,9 +555,11 @@ class Taylor(AbstractTaylorSolver):
             # each term: its largest component is that of the largest terms, computed
             # once (the powers are most of the estimate's cost on wide or batched states).
             dtype = jnp.result_type(*leaves)
-            largest = lambda tree: jnp.max(jnp.stack(  # noqa: E731
-                [jnp.max(x / s).astype(dtype) for x, s in zip(jtu.tree_leaves(tree), jtu.tree_leaves(scales))]
-            ))
+
+            def largest(tree):
+                pairs = zip(jtu.tree_leaves(tree), jtu.tree_leaves(scales))
+                return jnp.max(jnp.stack([jnp.max(x / s).astype(dtype) for x, s in pairs]))
+
             w = at_reference(largest(prev), largest(last))
             return jtu.tree_map(lambda s: w.astype(s.dtype) * s, scales)
         return jtu.tree_map(lambda u, v, s: at_reference(u / s, v / s) * s, prev, last, scales)
@@ -605,7 +595,6 @@ class Taylor(AbstractTaylorSolver):
             event_columns=events,
             h_ref=h0,
             index=index,
-            first=jnp.array(self.taylor_order is None),
             counts=jnp.zeros(len(self.step_orders()), jnp.int32),
             orders=self.step_orders(),
         )
@@ -632,8 +621,6 @@ class Taylor(AbstractTaylorSolver):
 
             carried = (lambda s: (s.coeffs,)) if state.switches is None else (lambda s: (s.coeffs, s.switches))
             state = refresh_after_jump(state, t0, h, made_jump, fresh, carried=carried)
-            # Refreshed at the full order: no longer the start series.
-            state = eqx.tree_at(lambda s: s.first, state, state.first & ~jnp.asarray(made_jump))
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
         # to this one's.
@@ -701,20 +688,26 @@ class Taylor(AbstractTaylorSolver):
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
         step_orders = self.step_orders()
         positions = jnp.asarray([step_orders.index(q) for q in self.candidate_orders()], jnp.int32)
-        at = jnp.where(state.first, step_orders.index(self.start_order()), positions[state.index])
+        at = jnp.where(_at_first_step(state), step_orders.index(self.start_order()), positions[state.index])
         taken = jax.nn.one_hot(at, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
             coeffs=next_coeffs,
             switches=next_switches,
             h_ref=h_ref,
             index=index,
-            first=jnp.zeros_like(state.first),
             counts=state.counts + taken,
             orders=state.orders,
                 unseen=state.unseen,
             event_columns=state.event_columns,
         )
         return y1, y_error, dense, new_state, result
+
+
+def _at_first_step(state: TaylorState) -> Array:
+    """Whether no step has been accepted yet (the carried series is `init`'s, of the
+    start order). A jump is made at the end of an accepted step, so a refresh after one
+    never meets the start series."""
+    return jnp.sum(state.counts, axis=-1) == 0
 
 
 def _one_piece(coeffs, dtype) -> tuple:
