@@ -175,6 +175,7 @@ class _PadeChordState(eqx.Module):
     step: Array
     refreshes: Array
     rebuilt: Array
+    rebuilt_before: Array
 
 
 class PadeChord(optx.AbstractRootFinder):
@@ -259,6 +260,7 @@ class PadeChord(optx.AbstractRootFinder):
             step=jnp.array(0),
             refreshes=jnp.array(0, jnp.int32),
             rebuilt=jnp.array(False),
+            rebuilt_before=jnp.array(False),
         )
 
     def step(self, fn, y, args, options, state, tags):
@@ -313,6 +315,7 @@ class PadeChord(optx.AbstractRootFinder):
             step=state.step + 1,
             refreshes=refreshes,
             rebuilt=need,
+            rebuilt_before=state.rebuilt,
         )
         return new_y, new_state, aux
 
@@ -333,9 +336,17 @@ class PadeChord(optx.AbstractRootFinder):
         )
         small = state.diffsize < resolution
         # A rate across a rebuilt Newton matrix compares updates of two different
-        # iterations: it says nothing about divergence or convergence.
+        # iterations: it says nothing about convergence. Two rebuilds in a row make
+        # a Newton iteration (each update with the Jacobian at its own iterate), and
+        # growing updates there mean that it diverges; without this, an iteration
+        # that rebuilds at every update runs to `max_steps` however fast it grows.
         same_matrix = jnp.invert(state.rebuilt)
-        diverged = at_least_two & same_matrix & (jnp.invert(jnp.isfinite(rate)) | (rate >= 1))
+        newton = state.rebuilt & state.rebuilt_before
+        diverged = (
+            at_least_two
+            & (same_matrix | newton)
+            & (jnp.invert(jnp.isfinite(rate)) | (rate >= 1))
+        )
         # The first update carries the initial guess's error, so the first rate
         # (second update over first) overstates the contraction: trust rates from the
         # third update on. Far from the solution (and after a rebuilt Newton matrix)

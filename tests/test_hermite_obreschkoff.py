@@ -432,3 +432,40 @@ def test_default_construction_is_ho12():
     # y' = -50 (y - cos t), y(0) = 0: exact solution.
     exact = (2500 * np.cos(1.0) + 50 * np.sin(1.0) - 2500 * np.exp(-50.0)) / 2501
     assert abs(float(sol.ys[-1]) - exact) < 1e-6
+
+
+def _chord_solve(residual, y0, max_steps=30):
+    """`PadeChord` (refreshing) on `residual(y) = 0` for a vector `y`, with the Newton
+    matrix of the Padé denominator Q(z) = z, i.e. the residual's own Jacobian, as
+    `HermiteObreschkoff` hands it in."""
+    import optimistix as optx
+
+    from taylorode._root_finder import FactoredPadeInverse
+
+    def inverse_at(y):
+        return FactoredPadeInverse.build(jax.jacfwd(residual)(y), ((0j, 1 + 0j),))
+
+    finder = taylorode.PadeChord(rtol=1e-10, atol=1e-10)
+    options = dict(init_state=inverse_at(y0), rebuild=jax.tree_util.Partial(inverse_at))
+    return optx.root_find(
+        lambda y, _: (residual(y), None), finder, y0, None,
+        options=options, has_aux=True, throw=False, max_steps=max_steps,
+    )
+
+
+def test_newton_with_rebuilds_stops_when_it_diverges():
+    """Newton's iteration on cbrt(y) = 0 doubles |y| at every update, so the chord
+    iteration rebuilds its matrix at every iterate and never contracts. Two rebuilds in
+    a row are a Newton iteration, and its growing updates end the solve as divergent
+    within a few updates instead of at `max_steps` (where a failed attempt of
+    `VariableOrderHermiteObreschkoff`'s higher pair cost ten Newton iterations, each
+    with a new Jacobian and factorisation). A convergent problem, x^3 = 8 from 3, still
+    converges through the same rebuilds."""
+    import optimistix as optx
+
+    sol = _chord_solve(jnp.cbrt, jnp.array([1.0]))
+    assert sol.result == optx.RESULTS.nonlinear_divergence
+    assert int(sol.stats["num_steps"]) <= 4
+    sol = _chord_solve(lambda y: y**3 - 8.0, jnp.array([3.0]))
+    assert sol.result == optx.RESULTS.successful
+    np.testing.assert_allclose(np.asarray(sol.value), [2.0], rtol=1e-9)

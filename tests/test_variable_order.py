@@ -96,3 +96,31 @@ def test_invalid_pairs_are_refused():
         taylorode.VariableOrderHermiteObreschkoff(((1, 2), (3, 2)))
     with pytest.raises(ValueError, match="pairs"):
         taylorode.VariableOrderHermiteObreschkoff(((1, 2),))
+
+
+def test_the_wait_doubles_while_retries_fail():
+    """Two pairs: a fall-back makes the lower pair take the next `wait` steps, and each
+    retry that falls back again doubles the wait (4, 8, 16, ...); steps at the top pair
+    halve it back. (The step that ends a wait is taken at the lower pair and must not
+    halve it: with that, the wait stayed at 4 on POLLU, where the higher pair fails at
+    nearly every retry.)"""
+    from taylorode._solver.variable_order_hermite_obreschkoff import next_pair
+
+    index, wait, backoff = 1, 0, 4
+    waits = []
+    for _ in range(4):
+        # A retry at the top pair that falls back...
+        index, wait, backoff = (int(x) for x in next_pair(index, 0, wait, backoff, 1))
+        assert index == 0
+        waits.append(wait)
+        # ...then the wait at the lower pair, after which the top pair is retried.
+        steps = 0
+        while index == 0:
+            index, wait, backoff = (int(x) for x in next_pair(index, 0, wait, backoff, 1))
+            steps += 1
+        assert steps == waits[-1] + 1
+    assert waits == [4, 8, 16, 32]
+    # Successes at the top pair halve it, down to 4.
+    for expected in (32, 16, 8, 4, 4):
+        index, wait, backoff = (int(x) for x in next_pair(index, 1, wait, backoff, 1))
+        assert (index, backoff) == (1, expected)

@@ -67,6 +67,29 @@ def weighted_sum(weights, series: list[Y], like: Y) -> Y:
     return jtu.tree_map(lambda *xs: sum(xs[1:], xs[0]), *terms)
 
 
+class HONewton(eqx.Module):
+    """The first half of an HO(p, q) step, as `HermiteObreschkoff._newton` returns it:
+    its Newton iteration, before the coefficients at the step's end.
+
+    - `t0`: the step's start.
+    - `y1`: the iteration's solution.
+    - `failed`: whether the iteration failed or `y1` is not finite.
+    - `cs`: the scaled coefficients at the start.
+    - `inverse`: the Newton matrix's latest factored inverse.
+    - `state`: the solver state at the step's start (after a jump's refresh), with the
+        iteration's Newton iterations and Jacobians counted.
+    - `result`: the iteration's `RESULTS` (successful where only `y1` is not finite).
+    """
+
+    t0: Any
+    y1: Any
+    failed: Array
+    cs: list
+    inverse: FactoredPadeInverse
+    state: HermiteObreschkoffState
+    result: RESULTS
+
+
 class HOStep(eqx.Module):
     """One HO(p, q) step, as `HermiteObreschkoff._solve` returns it (the protected
     interface through which `ExtrapolatedHermiteObreschkoff` composes HO steps).
@@ -448,6 +471,11 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         """One HO(p, q) step (see `HOStep`). With `estimate=False` the error estimate is
         skipped (`y_error` is `None`), for callers that only need to know whether the
         step failed; XLA then drops the end coefficients nobody uses."""
+        newton = self._newton(terms, t0, t1, y0, args, solver_state, made_jump)
+        return self._finish(terms, t1, y0, args, newton, estimate)
+
+    def _newton(self, terms, t0, t1, y0, args, solver_state, made_jump) -> HONewton:
+        """The first half of a step (see `HONewton`): its Newton iteration for `y1`."""
         state = solver_state
         p, q = self.p, self.q
         h = jnp.asarray(t1 - t0)
@@ -489,19 +517,39 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         )
         y1 = sol.value
         result = RESULTS.promote(sol.result)
-
-        # Coefficients at the end: error estimate, dense output, and the next step.
-        ds, switches = self._expand_switching(terms, t1, h, y1, args, self._end_order)
         # Through the latest Newton matrix: PadeChord's, rebuilt at an iterate when the
         # iteration stalled, fits better than the one built at the guess.
         if isinstance(self.root_finder, PadeChord):
             inverse = sol.state.inverse
-        new_state = self._next_state(state, sol, t0, t1, y0, y1, ds)
+        finite = all_finite(y1)
+        failed = (result != RESULTS.successful) | ~finite
+        result = RESULTS.where(finite, result, RESULTS.successful)
+        refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
+        state = HermiteObreschkoffState(
+            coeffs=state.coeffs,
+            h_ref=state.h_ref,
+            increment=state.increment,
+            newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
+            jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
+        )
+        return HONewton(t0, y1, failed, cs, inverse, state, result)
+
+    def _finish(self, terms, t1, y0, args, newton: HONewton, estimate: bool = True) -> HOStep:
+        """The second half of a step (see `HOStep`): the coefficients at `y1` and, with
+        `estimate`, the error estimate."""
+        y1, cs, inverse = newton.y1, newton.cs, newton.inverse
+        h = jnp.asarray(t1 - newton.t0)
+        # Coefficients at the end: error estimate, dense output, and the next step.
+        ds, switches = self._expand_switching(terms, t1, h, y1, args, self._end_order)
+        new_state = HermiteObreschkoffState(
+            coeffs=tuple(ds[: self._start_order + 1]),
+            h_ref=reference_step(newton.t0, t1),
+            increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
+            newton_iterations=newton.state.newton_iterations,
+            jacobian_evaluations=newton.state.jacobian_evaluations,
+        )
         if not estimate:
-            finite = all_finite(y1)
-            failed = (result != RESULTS.successful) | ~finite
-            result = RESULTS.where(finite, result, RESULTS.successful)
-            return HOStep(y1, None, failed, cs, ds, switches, inverse, new_state, result)
+            return HOStep(y1, None, newton.failed, cs, ds, switches, inverse, new_state, newton.result)
         # Error estimate: the residual of the next-higher relation HO(p', q') at y1,
         # through the Newton matrix: to leading order, y1 minus the order-(p+q+1)
         # solution, i.e. this step's own local error.
@@ -513,21 +561,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
             weighted_sum(b_hi, cs[: pc + 1], y0),
         )
         filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
-        finite = all_finite((y1, filtered))
-        failed = (result != RESULTS.successful) | ~finite
+        finite = all_finite(filtered)
+        failed = newton.failed | ~finite
         y_error = jtu.tree_map(lambda e: jnp.where(failed, jnp.inf, e), filtered)
-        result = RESULTS.where(finite, result, RESULTS.successful)
-        return HOStep(y1, y_error, failed, cs, ds, switches, inverse, new_state, result)
-
-    def _next_state(self, state, sol, t0, t1, y0, y1, ds):
-        refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
-        return HermiteObreschkoffState(
-            coeffs=tuple(ds[: self._start_order + 1]),
-            h_ref=reference_step(t0, t1),
-            increment=jtu.tree_map(lambda a, b: a - b, y1, y0),
-            newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
-            jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
-        )
+        return HOStep(y1, y_error, failed, cs, ds, switches, inverse, new_state, newton.result)
 
     def _after_jump(self, terms, t0, y0, args, h, state, made_jump):
         state = refresh_after_jump(

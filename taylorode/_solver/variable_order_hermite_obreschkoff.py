@@ -23,7 +23,7 @@ from .hermite_obreschkoff import end_if_stalled, HermiteObreschkoff, HermiteObre
 
 # After a fall-back, the number of accepted steps at the lower pair before the higher
 # one is tried again: starts at _FIRST_WAIT, doubles with each fall-back that follows
-# a retry, at most _MAX_WAIT; halves again with each retry that succeeds.
+# a retry, at most _MAX_WAIT; halves again with each step the top pair takes.
 _FIRST_WAIT = 4
 _MAX_WAIT = 256
 
@@ -197,8 +197,8 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         def branch(i):
             ho = self._pair(i)
 
-            def run(_):
-                out = ho._solve(terms, t0, t1, y0, args, state.inner, made_jump)
+            def finish(newton):
+                out = ho._finish(terms, t1, y0, args, newton)
                 data, dense = ho._dense(out.inverse, out.cs, out.ds)
                 y_error = ho._across_switches(terms, t0, t1, args, data, dense, out.switches, out.y_error)
                 if tols is not None:
@@ -213,6 +213,17 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
                     y_error = jtu.tree_map(rescaled, y_error, y0, out.y1)
                 dense = dense + [jtu.tree_map(jnp.zeros_like, dense[0])] * (width - len(dense))
                 return out.y1, y_error, stack(dense), out.state, out.result, out.failed
+
+            def give_up(newton):
+                # Every trajectory's iteration failed: the step falls back (or is
+                # rejected) whatever its end would be, so its end is not computed.
+                inf = jtu.tree_map(lambda y: jnp.full_like(y, jnp.inf), y0)
+                dense = stack([jtu.tree_map(jnp.zeros_like, y0)] * width)
+                return newton.y1, inf, dense, state.inner, newton.result, newton.failed
+
+            def run(_):
+                newton = ho._newton(terms, t0, t1, y0, args, state.inner, made_jump)
+                return lax.cond(eqxi.unvmap_any(~newton.failed), finish, give_up, newton)
 
             return run
 
@@ -251,26 +262,34 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         y1, y_error, dense, inner, result, failed = outcome
         y1, y_error, result = end_if_stalled(failed, t1 - t0, state.inner.h_ref, y0, y1, y_error, result)
 
-        # The pair the next step starts with.
-        top = len(self.pairs) - 1
-        fell_back = used < own
-        waiting = state.wait > 0
-        index = jnp.where(fell_back | waiting, used, jnp.minimum(used + 1, top))
-        wait = jnp.where(fell_back, state.backoff, jnp.maximum(state.wait - 1, 0))
-        backoff = jnp.where(
-            fell_back,
-            jnp.minimum(2 * state.backoff, _MAX_WAIT),
-            jnp.where(waiting, state.backoff, jnp.maximum(state.backoff // 2, _FIRST_WAIT)),
-        )
+        index, wait, backoff = next_pair(state.index, used, state.wait, state.backoff, len(self.pairs) - 1)
         new_state = VariableOrderHermiteObreschkoffState(
             inner=inner,
-            index=index.astype(jnp.int32),
-            wait=wait.astype(jnp.int32),
-            backoff=backoff.astype(jnp.int32),
+            index=index,
+            wait=wait,
+            backoff=backoff,
             counts=state.counts + jax.nn.one_hot(used, len(self.pairs), dtype=jnp.int32),
             pairs=state.pairs,
         )
         return y1, y_error, dict(coeffs=dense), new_state, result
+
+
+def next_pair(own, used, wait, backoff, top):
+    """`(index, wait, backoff)` after an accepted step that started at pair `own` and was
+    taken at pair `used` (lower after a fall-back), with `wait` and `backoff` before it
+    (see `VariableOrderHermiteObreschkoffState`) and `top` the highest pair's index."""
+    fell_back = used < own
+    waiting = wait > 0
+    index = jnp.where(fell_back | waiting, used, jnp.minimum(used + 1, top))
+    new_wait = jnp.where(fell_back, backoff, jnp.maximum(wait - 1, 0))
+    # Halved by a step at the top pair only: the step that ends a wait is taken at the
+    # lower pair and says nothing of whether the higher one now works.
+    new_backoff = jnp.where(
+        fell_back,
+        jnp.minimum(2 * backoff, _MAX_WAIT),
+        jnp.where(used == top, jnp.maximum(backoff // 2, _FIRST_WAIT), backoff),
+    )
+    return index.astype(jnp.int32), new_wait.astype(jnp.int32), new_backoff.astype(jnp.int32)
 
 
 VariableOrderHermiteObreschkoff.__init__.__doc__ = """**Arguments:**
