@@ -396,6 +396,8 @@ def test_bad_input():
         taylorode.HermiteObreschkoff(-1, 2)
     with pytest.raises(ValueError, match="Python int"):
         taylorode.HermiteObreschkoff(1.0, 2)
+    with pytest.raises(ValueError, match="must be \"local\" or \"embedded\""):
+        taylorode.HermiteObreschkoff(1, 2, error_estimate="lower")
     with pytest.raises(ValueError, match="p \\+ q <= 16"):
         taylorode.HermiteObreschkoff(9, 10)
     term = diffrax.ODETerm(lambda t, y, a: -y)
@@ -469,3 +471,41 @@ def test_newton_with_rebuilds_stops_when_it_diverges():
     sol = _chord_solve(lambda y: y**3 - 8.0, jnp.array([3.0]))
     assert sol.result == optx.RESULTS.successful
     np.testing.assert_allclose(np.asarray(sol.value), [2.0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("p,q", [(1, 2), (2, 3)])
+@pytest.mark.parametrize("estimate", ["local", "embedded"])
+def test_error_estimate_has_its_error_order(p, q, estimate):
+    """One step from the same state, of length h and h/2, on a smooth nonlinear field:
+    the estimate shrinks like h^error_order, p + q + 1 for the step's own local error
+    ("local"), p + q for the lower companion's ("embedded"), and the embedded one lies
+    above the step's true local error (against scipy Radau)."""
+    from scipy.integrate import solve_ivp
+
+    solver = taylorode.HermiteObreschkoff(
+        p, q, root_finder=taylorode.PadeChord(rtol=1e-13, atol=1e-13), root_find_max_steps=20,
+        error_estimate=estimate,
+    )
+    term = diffrax.ODETerm(lambda t, y, args: jnp.stack([y[1], -jnp.sin(y[0]) - 0.1 * y[1]]))
+    y0 = jnp.array([1.0, 0.5])
+
+    @jax.jit
+    def step(h):
+        state = solver.init(term, 0.0, h, y0, None)
+        y1, y_error, _, _, result = solver.step(term, 0.0, h, y0, None, state, False)
+        return y1, y_error, result
+
+    order = solver.error_order(term)
+    assert order == (p + q + 1 if estimate == "local" else p + q)
+    sizes = []
+    for h in (0.2, 0.1):
+        y1, y_error, result = step(h)
+        assert result == diffrax.RESULTS.successful
+        sizes.append(float(jnp.max(jnp.abs(y_error))))
+        if estimate == "embedded":
+            exact = solve_ivp(
+                lambda t, y: [y[1], -np.sin(y[0]) - 0.1 * y[1]], (0, h), np.asarray(y0),
+                method="Radau", rtol=1e-13, atol=1e-15,
+            ).y[:, -1]
+            assert sizes[-1] > 3 * np.max(np.abs(np.asarray(y1) - exact))
+    assert abs(np.log2(sizes[0] / sizes[1]) - order) < 0.4, sizes

@@ -43,11 +43,12 @@ def test_robertson_falls_back_where_the_higher_pair_fails(solver):
     counts = {k: int(v) for k, v in taylorode.order_counts(sol).items()}
     assert sum(counts.values()) == int(sol.stats["num_accepted_steps"])
     assert counts[3] > 0  # fell back to HO(1, 2) where HO(2, 3) fails
-    # A fixed HO(2, 3) needs ten times as many steps (measured: 3711 against 211),
-    # most of them rejected.
+    # A fixed HO(2, 3) needs several times as many steps (measured: 3711 against 545
+    # with the default embedded estimate, 211 with the local one), most of them
+    # rejected.
     fixed = _solve(robertson, y0, t1, 1e-6, 1e-12, taylorode.HermiteObreschkoff(2, 3))
     assert int(fixed.stats["num_steps"]) > 5 * int(sol.stats["num_steps"])
-    assert int(sol.stats["num_steps"]) < 400
+    assert int(sol.stats["num_steps"]) < 800
 
 
 def _vdp(t, y, mu):
