@@ -242,6 +242,11 @@ def cvode_bdf(problem, tol, settings):
     return finish(problem, r, y1, nfev=sol.nfev, jac_evals=sol.njev)
 
 
+# The default stiff solver, `taylorode.VariableOrderHermiteObreschkoff()`: the overview
+# also compares it alone with Kvaerno5 and CVODE.
+DEFAULT = "VOHO+PID"
+
+
 def ho_name(p, q, extrapolated=False):
     return f"{'X' if extrapolated else ''}HO({p},{q})+PID"
 
@@ -282,7 +287,7 @@ def implicit_run(solver, order, orders_used=False):
 # `taylorode.VariableOrderHermiteObreschkoff()` (pairs HO(1, 2) and HO(2, 3)); order
 # column: accepted steps per order (3 and 5).
 if hasattr(taylorode, "VariableOrderHermiteObreschkoff"):
-    SOLVERS.add("VOHO+PID")(implicit_run(taylorode.VariableOrderHermiteObreschkoff(), "3/5", orders_used=True))
+    SOLVERS.add(DEFAULT)(implicit_run(taylorode.VariableOrderHermiteObreschkoff(), "3/5", orders_used=True))
 
 
 def ho_config(p, q, extrapolated=False):
@@ -515,6 +520,17 @@ def summary(problem, rows, targets):
         record[target] = dict(
             best=name, time=fmt_ratio(tr), steps=fmt_ratio(sr), tried=fmt_ratio(trr)
         )
+        if DEFAULT in by:
+            # The default stiff solver against Kvaerno5 and CVODE.
+            d_ms = at_error(by[DEFAULT], target, h.run_ms, error)
+            d_tried = at_error(by[DEFAULT], target, tried, error)
+            cv = by.get("CVODE(BDF)")
+            cv_ms = at_error(cv, target, h.run_ms, error) if cv else (None, "not run")
+            record[target]["default"] = dict(
+                time=fmt_ratio(ratio(k5_ms[0], d_ms[0])),
+                tried=fmt_ratio(ratio(k5_tried[0], d_tried[0])),
+                cvode=fmt_ratio(ratio(cv_ms[0], d_ms[0])),
+            )
         others = []
         for other in by:
             if other == "Kvaerno5+PID" or is_ho(other):
@@ -566,7 +582,36 @@ def overview(records, targets):
             else:
                 cells.append(f"n/a ({r['best']})")
         rows.append(cells)
-    return [
+    default_rows = []
+    for problem, record in records.values():
+        cells = [problem.label + (f" ({problem.comparison_error})" if problem.comparison_error else "")]
+        for target in targets:
+            d = record.get(target, {}).get("default")
+            if d is None:
+                cells.append("not run")
+            elif d["time"] and d["tried"]:
+                cvode = f"{d['cvode']}×" if d["cvode"] else "n/a"
+                cells.append(f"{d['time']}×; {d['tried']}×; {cvode}")
+            else:
+                cells.append("n/a (not reached)")
+        default_rows.append(cells)
+    default_table = [] if not any(
+        r.get("default") for _, record in records.values() for r in record.values()
+    ) else [
+        "",
+        "## The default stiff solver: overview",
+        "",
+        f"{DEFAULT} at equal achieved error: Kvaerno5's run time / its run time; "
+        "Kvaerno5's steps tried / its steps tried; CVODE's run time / its run time (> 1: "
+        f"{DEFAULT} is faster or takes fewer steps).",
+        "",
+        *h.md_table(
+            ["problem", *(f"error {t:.0e}" for t in targets)],
+            "l" + "l" * len(targets),
+            default_rows,
+        ),
+    ]
+    return default_table + [
         "",
         "## Targets: overview",
         "",
