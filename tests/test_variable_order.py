@@ -125,3 +125,26 @@ def test_the_wait_doubles_while_retries_fail():
     for expected in (32, 16, 8, 4, 4):
         index, wait, backoff = (int(x) for x in next_pair(index, 1, wait, backoff, 1))
         assert (index, backoff) == (1, expected)
+
+
+def test_pytree_float32_state():
+    """A PyTree state in float32 (x'' + 100 x' + 101 x = 0, stiff ratio 99) with the
+    default solver: float32 out, the exact solution to the tolerance at the save times,
+    and the embedded estimate's error following the tolerance there too."""
+    def f(t, y, a):
+        return {"x": y["v"], "v": -y["x"] - 100.0 * (y["v"] + y["x"])}
+
+    y0 = {"x": jnp.array(1.0, jnp.float32), "v": jnp.array(0.0, jnp.float32)}
+    ts = jnp.linspace(0.0, 2.0, 9, dtype=jnp.float32)
+    r1, r2 = np.roots([1.0, 100.0, 101.0])
+    c2 = -r1 / (r2 - r1)
+    exact = (1 - c2) * np.exp(r1 * np.asarray(ts, np.float64)) + c2 * np.exp(r2 * np.asarray(ts, np.float64))
+    for tol in (1e-3, 1e-5):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(f), taylorode.VariableOrderHermiteObreschkoff(), jnp.float32(0.0),
+            jnp.float32(2.0), None, y0, stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+            saveat=diffrax.SaveAt(ts=ts),
+        )
+        assert sol.ys["x"].dtype == jnp.float32
+        err = np.max(np.abs(np.asarray(sol.ys["x"], np.float64) - exact))
+        assert err < 3 * tol, (tol, err)
