@@ -101,30 +101,40 @@ def test_invalid_pairs_are_refused():
 
 def test_the_wait_doubles_while_retries_fail():
     """Two pairs: a fall-back makes the lower pair take the next `wait` steps, and each
-    retry that falls back again doubles the wait (4, 8, 16, ...); steps at the top pair
-    halve it back. (The step that ends a wait is taken at the lower pair and must not
-    halve it: with that, the wait stayed at 4 on POLLU, where the higher pair fails at
-    nearly every retry.)"""
+    retry that falls back again doubles the wait (4, 8, 16, ...). It halves again only
+    once the top pair has worked for as many steps in a row as the last wait: on POLLU
+    most retries succeed for a step or two and then fail, and halving at each success
+    kept the wait at 4-8 (a third of the run time went to failed attempts)."""
     from taylorode._solver.variable_order_hermite_obreschkoff import next_pair
 
-    index, wait, backoff = 1, 0, 4
+    def advance(own, used, state):
+        return tuple(int(x) for x in next_pair(own, used, *state, 1))
+
+    index, state = 1, (0, 4, 0)  # (wait, backoff, streak)
     waits = []
     for _ in range(4):
         # A retry at the top pair that falls back...
-        index, wait, backoff = (int(x) for x in next_pair(index, 0, wait, backoff, 1))
+        index, *state = advance(index, 0, state)
         assert index == 0
-        waits.append(wait)
+        waits.append(state[0])
         # ...then the wait at the lower pair, after which the top pair is retried.
         steps = 0
         while index == 0:
-            index, wait, backoff = (int(x) for x in next_pair(index, 0, wait, backoff, 1))
+            index, *state = advance(index, 0, state)
             steps += 1
         assert steps == waits[-1] + 1
     assert waits == [4, 8, 16, 32]
-    # Successes at the top pair halve it, down to 4.
-    for expected in (32, 16, 8, 4, 4):
-        index, wait, backoff = (int(x) for x in next_pair(index, 1, wait, backoff, 1))
-        assert (index, backoff) == (1, expected)
+    # One or two successes at the top pair do not shorten the wait...
+    for _ in range(2):
+        index, *state = advance(index, 1, state)
+        assert (index, state[1]) == (1, 64)
+    # ...32 in a row (the last wait) halve it, and so on down to 4.
+    backoffs = []
+    for _ in range(200):
+        index, *state = advance(index, 1, state)
+        backoffs.append(state[1])
+    assert backoffs[29] == 32 and backoffs[28] == 64
+    assert backoffs[-1] == 4
 
 
 def test_pytree_float32_state():

@@ -23,7 +23,8 @@ from .hermite_obreschkoff import end_if_stalled, HermiteObreschkoff, HermiteObre
 
 # After a fall-back, the number of accepted steps at the lower pair before the higher
 # one is tried again: starts at _FIRST_WAIT, doubles with each fall-back that follows
-# a retry, at most _MAX_WAIT; halves again with each step the top pair takes.
+# a retry, at most _MAX_WAIT; halves again once the top pair has taken as many steps in
+# a row.
 _FIRST_WAIT = 4
 _MAX_WAIT = 256
 
@@ -36,6 +37,8 @@ class VariableOrderHermiteObreschkoffState(eqx.Module):
     - `index`: the pair the next step starts with (an index into `pairs`).
     - `wait`: accepted steps left at this pair before the next higher one is tried.
     - `backoff`: the `wait` given after the next fall-back.
+    - `streak`: accepted steps in a row at the top pair (since the last halving of
+        `backoff`).
     - `counts`: accepted steps per pair.
     - `pairs`: the pairs (static).
     """
@@ -44,6 +47,7 @@ class VariableOrderHermiteObreschkoffState(eqx.Module):
     index: Array
     wait: Array
     backoff: Array
+    streak: Array
     counts: Array
     pairs: tuple[tuple[int, int], ...] = eqx.field(static=True)
 
@@ -74,7 +78,8 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
       so that the step is not lost;
     - after a fall-back, the lower pair takes the next few accepted steps (4, then
       twice as many after each fall-back that follows, up to 256), then the higher pair
-      is tried again.
+      is tried again; the wait halves once the higher pair has worked for as many
+      steps in a row as the last wait.
 
     The pairs are compiled and dispatched with `lax.switch`; the fall-backs, which run
     only where a step fails, have a switch of their own over the lower pairs (compile
@@ -186,6 +191,7 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
             index=jnp.array(top, jnp.int32),
             wait=jnp.array(0, jnp.int32),
             backoff=jnp.array(_FIRST_WAIT, jnp.int32),
+            streak=jnp.array(0, jnp.int32),
             counts=jnp.zeros(len(self.pairs), jnp.int32),
             pairs=tuple((ho.p, ho.q) for ho in self.pairs),
         )
@@ -273,34 +279,51 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         y1, y_error, dense, inner, result, failed = outcome
         y1, y_error, result = end_if_stalled(failed, t1 - t0, state.inner.h_ref, y0, y1, y_error, result)
 
-        index, wait, backoff = next_pair(state.index, used, state.wait, state.backoff, len(self.pairs) - 1)
+        index, wait, backoff, streak = next_pair(
+            state.index, used, state.wait, state.backoff, state.streak, len(self.pairs) - 1
+        )
         new_state = VariableOrderHermiteObreschkoffState(
             inner=inner,
             index=index,
             wait=wait,
             backoff=backoff,
+            streak=streak,
             counts=state.counts + jax.nn.one_hot(used, len(self.pairs), dtype=jnp.int32),
             pairs=state.pairs,
         )
         return y1, y_error, dict(coeffs=dense), new_state, result
 
 
-def next_pair(own, used, wait, backoff, top):
-    """`(index, wait, backoff)` after an accepted step that started at pair `own` and was
-    taken at pair `used` (lower after a fall-back), with `wait` and `backoff` before it
-    (see `VariableOrderHermiteObreschkoffState`) and `top` the highest pair's index."""
+def next_pair(own, used, wait, backoff, streak, top):
+    """`(index, wait, backoff, streak)` after an accepted step that started at pair `own`
+    and was taken at pair `used` (lower after a fall-back), from `wait`, `backoff` and
+    `streak` before it (see `VariableOrderHermiteObreschkoffState`), `top` the highest
+    pair's index."""
+    own, used, wait, backoff, streak = (
+        jnp.asarray(x, jnp.int32) for x in (own, used, wait, backoff, streak)
+    )
     fell_back = used < own
     waiting = wait > 0
     index = jnp.where(fell_back | waiting, used, jnp.minimum(used + 1, top))
     new_wait = jnp.where(fell_back, backoff, jnp.maximum(wait - 1, 0))
-    # Halved by a step at the top pair only: the step that ends a wait is taken at the
-    # lower pair and says nothing of whether the higher one now works.
+    # The wait halves once the top pair has worked for as many steps in a row as the
+    # lower pair last waited: a retry that succeeds for a step or two and then fails
+    # again (on POLLU, most retries) keeps it long.
+    at_top = ~fell_back & (used == top)
+    new_streak = jnp.where(at_top, streak + 1, 0)
+    relax = at_top & (new_streak >= backoff // 2)
     new_backoff = jnp.where(
         fell_back,
         jnp.minimum(2 * backoff, _MAX_WAIT),
-        jnp.where(used == top, jnp.maximum(backoff // 2, _FIRST_WAIT), backoff),
+        jnp.where(relax, jnp.maximum(backoff // 2, _FIRST_WAIT), backoff),
     )
-    return index.astype(jnp.int32), new_wait.astype(jnp.int32), new_backoff.astype(jnp.int32)
+    new_streak = jnp.where(relax, 0, new_streak)
+    return (
+        index.astype(jnp.int32),
+        new_wait.astype(jnp.int32),
+        new_backoff.astype(jnp.int32),
+        new_streak.astype(jnp.int32),
+    )
 
 
 VariableOrderHermiteObreschkoff.__init__.__doc__ = """**Arguments:**
