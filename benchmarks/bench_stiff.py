@@ -567,12 +567,14 @@ def summary(problem, rows, targets):
 def overview(records, targets):
     """One table of every problem's targets ratios (`records`: {key: (problem,
     record from `summary`)}): the table docs/benchmarks.md shows."""
-    rows = []
-    for problem, record in records.values():
-        label = problem.label + (
+    def label(problem):
+        return problem.label + (
             f" ({problem.comparison_error})" if problem.comparison_error else ""
         )
-        cells = [label]
+
+    rows = []
+    for problem, record in records.values():
+        cells = [label(problem)]
         for target in targets:
             r = record.get(target)
             if r is None:
@@ -584,7 +586,7 @@ def overview(records, targets):
         rows.append(cells)
     default_rows = []
     for problem, record in records.values():
-        cells = [problem.label + (f" ({problem.comparison_error})" if problem.comparison_error else "")]
+        cells = [label(problem)]
         for target in targets:
             d = record.get(target, {}).get("default")
             if d is None:
