@@ -158,3 +158,42 @@ def test_pytree_float32_state():
         assert sol.ys["x"].dtype == jnp.float32
         err = np.max(np.abs(np.asarray(sol.ys["x"], np.float64) - exact))
         assert err < 3 * tol, (tol, err)
+
+
+def test_vmap_where_trajectories_fall_back_at_different_steps(solver):
+    """Robertson's kinetics to t = 1e5 with the fast rate scaled by 1, 10 and 0.1 under
+    `jax.vmap`: the trajectories fall back to HO(1, 2) at different steps (a step of the
+    batch starts at the highest pair any of them is at, and only those whose attempt
+    failed fall back), and each ends within the tolerance of its own Radau reference."""
+    t1, scales = 1e5, (1.0, 10.0, 0.1)
+
+    def field(t, y, s):
+        return jnp.stack([
+            -0.04 * y[0] + 1e4 * y[1] * y[2],
+            0.04 * y[0] - 1e4 * y[1] * y[2] - s * 3e7 * y[1] ** 2,
+            s * 3e7 * y[1] ** 2,
+        ])
+
+    y0 = jnp.array([1.0, 0.0, 0.0])
+    sols = jax.jit(jax.vmap(lambda s: _solve(field, y0, t1, 1e-6, 1e-12, solver, s)))(jnp.array(scales))
+    assert bool(jnp.all(sols.result == diffrax.RESULTS.successful))
+    counts = taylorode.order_counts(sols)
+    assert bool(jnp.all(counts[3] > 0))  # every trajectory fell back
+    for i, s in enumerate(scales):
+        def rhs(t, y, s=s):
+            return [
+                -0.04 * y[0] + 1e4 * y[1] * y[2],
+                0.04 * y[0] - 1e4 * y[1] * y[2] - s * 3e7 * y[1] ** 2,
+                s * 3e7 * y[1] ** 2,
+            ]
+
+        def jac(t, y, s=s):
+            return [
+                [-0.04, 1e4 * y[2], 1e4 * y[1]],
+                [0.04, -1e4 * y[2] - 2 * s * 3e7 * y[1], -1e4 * y[1]],
+                [0.0, 2 * s * 3e7 * y[1], 0.0],
+            ]
+
+        ref = solve_ivp(rhs, (0, t1), np.asarray(y0), method="Radau", rtol=1e-12, atol=1e-20, jac=jac).y[:, -1]
+        err = np.max(np.abs(np.asarray(sols.ys[i, -1]) - ref) / np.abs(ref))
+        assert err < 1e-3, (s, err)
