@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 import pytest
 import taylorode
 from scipy.integrate import solve_ivp
@@ -410,8 +411,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="solver_state=True"):
         taylorode.implicit_stats(sol)
     with pytest.raises(ValueError, match="factored Newton matrix"):
-        import optimistix as optx
-
         optx.root_find(lambda y, a: y - 1.0, taylorode.PadeChord(rtol=1e-8, atol=1e-8), jnp.array(0.0))
 
 
@@ -440,8 +439,6 @@ def _chord_solve(residual, y0, max_steps=30):
     """`PadeChord` (refreshing) on `residual(y) = 0` for a vector `y`, with the Newton
     matrix of the Padé denominator Q(z) = z, i.e. the residual's own Jacobian, as
     `HermiteObreschkoff` hands it in."""
-    import optimistix as optx
-
     from taylorode._root_finder import FactoredPadeInverse
 
     def inverse_at(y):
@@ -463,8 +460,6 @@ def test_newton_with_rebuilds_stops_when_it_diverges():
     `VariableOrderHermiteObreschkoff`'s higher pair cost ten Newton iterations, each
     with a new Jacobian and factorisation). A convergent problem, x^3 = 8 from 3, still
     converges through the same rebuilds."""
-    import optimistix as optx
-
     sol = _chord_solve(jnp.cbrt, jnp.array([1.0]))
     assert sol.result == optx.RESULTS.nonlinear_divergence
     assert int(sol.stats["num_steps"]) <= 4
@@ -480,8 +475,6 @@ def test_error_estimate_has_its_error_order(p, q, estimate):
     the estimate shrinks like h^error_order, p + q + 1 for the step's own local error
     ("local"), p + q for the lower companion's ("embedded"), and the embedded one lies
     above the step's true local error (against scipy Radau)."""
-    from scipy.integrate import solve_ivp
-
     solver = taylorode.HermiteObreschkoff(
         p, q, root_finder=taylorode.PadeChord(rtol=1e-13, atol=1e-13), root_find_max_steps=20,
         error_estimate=estimate,

@@ -547,12 +547,13 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         failed = (result != RESULTS.successful) | ~finite
         result = RESULTS.where(finite, result, RESULTS.successful)
         refreshes = sol.stats.get("num_jacobian_refreshes", jnp.array(0, jnp.int32))
-        state = HermiteObreschkoffState(
-            coeffs=state.coeffs,
-            h_ref=state.h_ref,
-            increment=state.increment,
-            newton_iterations=state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
-            jacobian_evaluations=state.jacobian_evaluations + 1 + refreshes,
+        state = eqx.tree_at(
+            lambda s: (s.newton_iterations, s.jacobian_evaluations),
+            state,
+            (
+                state.newton_iterations + sol.stats["num_steps"].astype(jnp.int32),
+                state.jacobian_evaluations + 1 + refreshes,
+            ),
         )
         return HONewton(t0, y1, failed, cs, inverse, state, result)
 
