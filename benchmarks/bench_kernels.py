@@ -35,7 +35,6 @@ import _harness as h
 import _problems as P
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import taylorode
 
