@@ -629,6 +629,9 @@ class StiffProblem:
     # The error that work-precision comparisons use: None for `mixed_error`, else a
     # key of `extra_errors`.
     comparison_error: str | None = None
+    # (lower, upper): the Jacobian's bandwidths where it is banded in this layout (for
+    # the banded linear solvers), else None.
+    band: tuple[int, int] | None = None
 
     def solve(self, run, **kwargs):
         """`solve_ivp` from 0 to t1 with run's method and tolerances and the analytic
@@ -860,8 +863,18 @@ BRUSS_T1 = 10.0
 BRUSS_U_BC, BRUSS_V_BC = 1.0, 3.0  # Dirichlet values at x = 0 and x = 1
 
 
-def brusselator_rhs(n):
+def _bruss_split(n, interleaved):
+    """(y -> (u, v), (du, dv, xp) -> y'): species by species, y = (u_1..u_N, v_1..v_N),
+    or point by point, y = (u_1, v_1, u_2, v_2, ...), whose Jacobian is banded with
+    bandwidths (2, 2)."""
+    if interleaved:
+        return (lambda y: (y[0::2], y[1::2])), (lambda du, dv, xp: xp.stack([du, dv], axis=-1).reshape(-1))
+    return (lambda y: (y[:n], y[n:])), (lambda du, dv, xp: xp.concatenate([du, dv]))
+
+
+def brusselator_rhs(n, interleaved=False):
     inv_dx2 = float((n + 1) ** 2)
+    split, join = _bruss_split(n, interleaved)
 
     def laplacian(w, boundary, xp):
         edge = xp.full((1,), boundary, dtype=w.dtype)
@@ -869,33 +882,37 @@ def brusselator_rhs(n):
         return inv_dx2 * (padded[:-2] - 2 * w + padded[2:])
 
     def rhs(y, xp):
-        u, v = y[:n], y[n:]
+        u, v = split(y)
         u2v = u * u * v
         du = 1 + u2v - 4 * u + BRUSS_ALPHA * laplacian(u, BRUSS_U_BC, xp)
         dv = 3 * u - u2v + BRUSS_ALPHA * laplacian(v, BRUSS_V_BC, xp)
-        return xp.concatenate([du, dv])
+        return join(du, dv, xp)
 
     return rhs
 
 
-def brusselator_jac(n):
+def brusselator_jac(n, interleaved=False):
     import scipy.sparse
 
     inv_dx2 = float((n + 1) ** 2)
     ones = np.ones(n - 1)
     lap = scipy.sparse.diags([ones, -2 * np.ones(n), ones], [-1, 0, 1]) * inv_dx2
     lap = BRUSS_ALPHA * lap
+    split, _ = _bruss_split(n, interleaved)
+    # Point-by-point order: y_interleaved = y_blocks[order].
+    order = np.stack([np.arange(n), n + np.arange(n)], axis=-1).reshape(-1)
 
     def jac(t, y):
-        u, v = y[:n], y[n:]
+        u, v = split(y)
         diag = scipy.sparse.diags
-        return scipy.sparse.bmat(
+        blocks = scipy.sparse.bmat(
             [
                 [diag(2 * u * v - 4) + lap, diag(u * u)],
                 [diag(3 - 2 * u * v), diag(-u * u) + lap],
             ],
-            format="csc",
+            format="csr",
         )
+        return (blocks[order][:, order] if interleaved else blocks).tocsc()
 
     return jac
 
@@ -905,9 +922,10 @@ def _bruss_lambda(n):
     return 4 * BRUSS_ALPHA * (n + 1) ** 2 + 2
 
 
-def brusselator_problem(n=BRUSS_N, key="brusselator"):
+def brusselator_problem(n=BRUSS_N, key="brusselator", interleaved=False):
     x = np.arange(1, n + 1) / (n + 1)
-    rhs = brusselator_rhs(n)
+    rhs = brusselator_rhs(n, interleaved)
+    u0, v0 = 1 + np.sin(2 * np.pi * x), np.full(n, 3.0)
     # On a fine grid an explicit cross-check would take ~1e5 steps: a second Radau run.
     check = ScipyRun("DOP853", 1e-13, 1e-13) if n <= BRUSS_N else ScipyRun("Radau", 1e-12, 1e-12)
     return StiffProblem(
@@ -917,14 +935,18 @@ def brusselator_problem(n=BRUSS_N, key="brusselator"):
         label=f"Brusselator, {2 * n} unknowns",
         vector_field=_for_jax(rhs),
         rhs=_for_numpy(rhs),
-        jac=brusselator_jac(n),
-        y0=np.concatenate([1 + np.sin(2 * np.pi * x), np.full(n, 3.0)]),
+        jac=brusselator_jac(n, interleaved),
+        y0=np.stack([u0, v0], axis=-1).reshape(-1) if interleaved else np.concatenate([u0, v0]),
+        band=(2, 2) if interleaved else None,
         t1=BRUSS_T1,
         check_runs=(check,),
         remarks=(
             "u_t = 1 + u^2 v - 4u + alpha u_xx, v_t = 3u - u^2 v + alpha v_xx, "
             "x_i = i/(N+1), Dirichlet u = 1, v = 3 at x = 0, 1, u(x, 0) = 1 + "
-            "sin(2 pi x), v(x, 0) = 3; y = (u, v). scipy gets the sparse analytic "
+            "sin(2 pi x), v(x, 0) = 3; "
+            + ("y = (u_1, v_1, u_2, v_2, ...), so the Jacobian is banded with bandwidths (2, 2). "
+               if interleaved else "y = (u, v). ")
+            + "scipy gets the sparse analytic "
             f"Jacobian. {'Only mildly stiff' if n <= BRUSS_N else 'Stiff'} at this N: "
             "the Jacobian's most negative "
             f"eigenvalue at t = 0 is about -{_bruss_lambda(n):.0f}, "
@@ -1232,9 +1254,10 @@ STIFF = {
     "vdp1e3": lambda: vdp_problem(1e3, "vdp1e3"),
     "vdp1e6": lambda: vdp_problem(1e6, "vdp1e6"),
     "brusselator": brusselator_problem,
-    # The same PDE on a method-of-lines grid with 1000 unknowns (dense linear algebra in
-    # the implicit solvers: taylorode's and Kvaerno5's Newton matrices are dense LUs).
-    "brusselator1000": lambda: brusselator_problem(500, "brusselator1000"),
+    # The same PDE on method-of-lines grids with 1000 and 10,000 unknowns, ordered
+    # point by point so that the Jacobian is banded (bandwidths 2 and 2).
+    "brusselator1000": lambda: brusselator_problem(500, "brusselator1000", interleaved=True),
+    "brusselator10000": lambda: brusselator_problem(5000, "brusselator10000", interleaved=True),
     "hires": hires_problem,
     "pollu": pollu_problem,
     "oregonator": oregonator_problem,

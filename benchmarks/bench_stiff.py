@@ -7,8 +7,9 @@ rtol 1e-13, cross-checked there),
 - `vdp1e3`, `vdp1e6`: Van der Pol, mu = 1e3 and 1e6, Hairer's time-scaled form,
   t in [0, 2];
 - `brusselator`: 1-D Brusselator by the method of lines, 128 unknowns, t in [0, 10];
-- `brusselator1000`: the same on a finer grid, 1000 unknowns (not in the default set;
-  every implicit solver here factors dense Newton matrices, scipy Radau a sparse one);
+- `brusselator1000`, `brusselator10000`: the same on finer grids, 1000 and 10,000
+  unknowns, stored point by point so that the Jacobian is banded (bandwidths (2, 2));
+  not in the default set;
 - `hires`: HIRES, 8 species, t in [0, 321.8122] (atol = 1e-6 tol);
 - `pollu`: POLLU, air pollution kinetics, 20 species, t in [0, 60] (atol = 1e-6 tol);
 - `oregonator`: the Oregonator, 3 species, t in [0, 360] (atol = 1e-6 tol),
@@ -20,6 +21,10 @@ and tolerances 1e-4 ... 1e-10 (rtol = tol, atol = tol except where said), the so
 - `CVODE(BDF)`: SUNDIALS CVODE (variable-order BDF, orders 1-5, Newton with a dense
   direct solver) through scikit-sundae (`sksundae.cvode.CVODE`), with the analytic
   Jacobian, dense; reported as failed, with the reason, where sksundae is absent;
+- `Kvaerno5+PID banded`, `VOHO+PID banded`, `CVODE(BDF) banded`: the same with banded
+  Newton matrices (`taylorode.BandedLU(lower, upper)` as Kvaerno5's VeryChord linear
+  solver and as VOHO's `linear_solver`; CVODE's `band` linear solver), for problems
+  with a banded layout (the large Brusselators); run only when named in `--solvers`;
 - `VOHO+PID`: `taylorode.VariableOrderHermiteObreschkoff()` (HO(1, 2) and HO(2, 3),
   each step with the higher one where its Newton iteration converges) with
   `diffrax.PIDController`; its order column counts accepted steps per order;
@@ -70,8 +75,8 @@ GRID = h.Grid(
     tols=(1e-4, 1e-6, 1e-8, 1e-10),
     quick_problems=("robertson", "vdp1e3"),
     quick_tols=(1e-4, 1e-8),
-    # The 1000-unknown grid only when asked for.
-    default_problems=tuple(k for k in PROBLEMS if k != "brusselator1000"),
+    # The 1000- and 10,000-unknown grids only when asked for.
+    default_problems=tuple(k for k in PROBLEMS if k not in ("brusselator1000", "brusselator10000")),
 )
 DEFAULT_HO = ((2, 3), (3, 4))
 DEFAULT_XHO = ((1, 2), (2, 3))
@@ -140,6 +145,31 @@ def kvaerno5_pid(problem, tol, settings):
     return finish(problem, r, r["y1"])
 
 
+def band_of(problem):
+    """The problem's Jacobian bandwidths (lower, upper), for the banded solvers; raises
+    (reported as failed) where its layout has none."""
+    if problem.band is None:
+        raise RuntimeError("this problem's Jacobian is not banded in its layout")
+    return problem.band
+
+
+@SOLVERS.add("Kvaerno5+PID banded")
+def kvaerno5_pid_banded(problem, tol, settings):
+    """Kvaerno5 as above, with `taylorode.BandedLU` as VeryChord's linear solver (the
+    band of each Newton matrix from lower + upper + 1 Jacobian-vector products)."""
+    root_finder = diffrax.VeryChord(
+        rtol=tol, atol=atol(problem, tol), linear_solver=taylorode.BandedLU(*band_of(problem))
+    )
+    r = run_diffrax(
+        problem,
+        diffrax.Kvaerno5(root_finder=root_finder),
+        diffrax.PIDController(rtol=tol, atol=atol(problem, tol)),
+        settings,
+        order=5,
+    )
+    return finish(problem, r, r["y1"])
+
+
 def run_scipy(problem, tol, settings, method, order):
     """`solve_ivp` with the analytic Jacobian: the median of `settings.scipy_repeats`
     solves; steps = len(sol.t) - 1 (scipy counts no rejections)."""
@@ -180,10 +210,11 @@ def sksundae_version():
         return "(not installed)"
 
 
-def cvode_solve(problem, rtol, atol):
-    """One solve by SUNDIALS CVODE (BDF, dense direct linear solver, the problem's
-    analytic Jacobian as a dense matrix) through scikit-sundae, from 0 to t1 with the
-    state saved at every internal step; raises if CVODE does not reach t1."""
+def cvode_solve(problem, rtol, atol, band=None):
+    """One solve by SUNDIALS CVODE (BDF, dense direct linear solver, or with `band =
+    (lower, upper)` its banded one, the problem's analytic Jacobian as a dense matrix)
+    through scikit-sundae, from 0 to t1 with the state saved at every internal step;
+    raises if CVODE does not reach t1."""
     try:
         from sksundae.cvode import CVODE
     except ImportError:
@@ -204,7 +235,8 @@ def cvode_solve(problem, rtol, atol):
         method="BDF",
         rtol=rtol,
         atol=atol,
-        linsolver="dense",
+        linsolver="dense" if band is None else "band",
+        **({} if band is None else dict(lband=band[0], uband=band[1])),
         jacfn=jacfn,
         # A cap per call of CVode; sksundae saving every step calls it once per step,
         # so this is no cap on the whole solve (CVODE ends a stalled one itself).
@@ -219,13 +251,13 @@ def cvode_solve(problem, rtol, atol):
 
 
 @SOLVERS.add("CVODE(BDF)")
-def cvode_bdf(problem, tol, settings):
+def cvode_bdf(problem, tol, settings, band=None):
     """SUNDIALS CVODE, BDF orders 1-5 (`cvode_solve`), rtol = tol and the scipy
     entries' atol, timed as they are (the median of `settings.scipy_repeats` solves);
     steps = len(sol.t) - 1 (one saved state per internal step; sksundae reports no
     rejections); f and Jac: CVODE's nfev and njev."""
     times, sol = h.time_calls(
-        cvode_solve, problem, tol, atol(problem, tol),
+        cvode_solve, problem, tol, atol(problem, tol), band,
         repeats=settings.scipy_repeats, warmup=False, block=False,
     )
     y1 = sol.y[-1]  # sksundae: one row per saved time
@@ -240,6 +272,13 @@ def cvode_bdf(problem, tol, settings):
         stats=dict(nfev=sol.nfev, njev=sol.njev),
     )
     return finish(problem, r, y1, nfev=sol.nfev, jac_evals=sol.njev)
+
+
+@SOLVERS.add("CVODE(BDF) banded")
+def cvode_bdf_banded(problem, tol, settings):
+    """CVODE as above with its banded direct linear solver (`linsolver="band"` and the
+    problem's bandwidths)."""
+    return cvode_bdf(problem, tol, settings, band=band_of(problem))
 
 
 # The default stiff solver, `taylorode.VariableOrderHermiteObreschkoff()`: the overview
@@ -288,6 +327,17 @@ def implicit_run(solver, order, orders_used=False):
 # column: accepted steps per order (3 and 5).
 if hasattr(taylorode, "VariableOrderHermiteObreschkoff"):
     SOLVERS.add(DEFAULT)(implicit_run(taylorode.VariableOrderHermiteObreschkoff(), "3/5", orders_used=True))
+
+if hasattr(taylorode, "BandedLU"):
+
+    @SOLVERS.add(DEFAULT + " banded")
+    def voho_pid_banded(problem, tol, settings):
+        """The default stiff solver with banded Newton matrices
+        (`VariableOrderHermiteObreschkoff(linear_solver=taylorode.BandedLU(lower, upper))`)."""
+        solver = taylorode.VariableOrderHermiteObreschkoff(
+            linear_solver=taylorode.BandedLU(*band_of(problem))
+        )
+        return implicit_run(solver, "3/5", orders_used=True)(problem, tol, settings)
 
 
 def ho_config(p, q, extrapolated=False):
@@ -531,6 +581,27 @@ def summary(problem, rows, targets):
                 tried=fmt_ratio(ratio(k5_tried[0], d_tried[0])),
                 cvode=fmt_ratio(ratio(cv_ms[0], d_ms[0])),
             )
+        if f"{DEFAULT} banded" in by:
+            # The banded solvers against each other: the same linear algebra.
+            d_ms = at_error(by[f"{DEFAULT} banded"], target, h.run_ms, error)
+            d_tried = at_error(by[f"{DEFAULT} banded"], target, tried, error)
+            parts = []
+            for other in ("Kvaerno5+PID banded", "CVODE(BDF) banded"):
+                if other in by:
+                    o_ms = at_error(by[other], target, h.run_ms, error)
+                    # CVODE reports no rejections: its accepted steps against ours.
+                    diffrax_run = other.startswith("Kvaerno5")
+                    count = tried if diffrax_run else steps
+                    o_n = at_error(by[other], target, count, error)
+                    d_n = d_tried if diffrax_run else at_error(by[f"{DEFAULT} banded"], target, steps, error)
+                    parts.append(
+                        f"{other} / {DEFAULT} banded: run time "
+                        f"{fmt_ratio(ratio(o_ms[0], d_ms[0])) or 'n/a'}, "
+                        f"{'steps tried' if diffrax_run else 'accepted steps'} "
+                        f"{fmt_ratio(ratio(o_n[0], d_n[0])) or 'n/a'}"
+                    )
+            if parts:
+                info.append(f"banded, at {error_name(problem)} {target:.0e}: " + "; ".join(parts))
         others = []
         for other in by:
             if other == "Kvaerno5+PID" or is_ho(other):
@@ -763,7 +834,8 @@ def main():
             check_references(PROBLEMS[key]())
         return
 
-    wanted = lambda name: cli.solvers is None or name in cli.solvers  # noqa: E731
+    # The banded solvers only when named: they need a problem with a banded layout.
+    wanted = lambda name: name in cli.solvers if cli.solvers is not None else not name.endswith(" banded")  # noqa: E731
     solvers = [s for s in SOLVERS if wanted(s.name)]
     skipped = ""
     if wanted("HO") and cli.ho:

@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._interop import diffeqsolve as diffeqsolve
 from ._interpolation import TaylorInterpolation as TaylorInterpolation
+from ._linear_solver import BandedLU as BandedLU
 from ._protocol import TaylorFunc as TaylorFunc
 from ._results import RESULTS as RESULTS
 from ._solver import (

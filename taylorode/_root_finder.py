@@ -29,6 +29,8 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from ._linear_solver import BandedLU
+
 
 def pade_partial_fractions(Q) -> tuple[tuple[complex, complex], ...]:
     """`((r_k, w_k), ...)` with 1/Q(z) = sum_k w_k / (z - r_k), over the roots of `Q`
@@ -98,46 +100,84 @@ class RationalFilters(eqx.Module):
         return cls(tuple(poles), tuple(alpha), tuple(beta), tuple(scale))
 
 
+class DenseFactors(eqx.Module):
+    """The LU factorisation of a dense matrix (through `lineax.LU`), with the same
+    `solve` as [`taylorode.BandedLU`][]'s factors."""
+
+    operator: lx.MatrixLinearOperator
+    state: Any
+
+    @classmethod
+    def factor(cls, matrix: Array) -> "DenseFactors":
+        operator = lx.MatrixLinearOperator(matrix)
+        return cls(operator, lx.LU().init(operator, options={}))
+
+    def solve(self, b: Array) -> Array:
+        """`A^{-1} b` for `b` of shape `(n,)` or `(n, k)`, real or complex."""
+        if jnp.iscomplexobj(b) and not jnp.iscomplexobj(self.operator.matrix):
+            return lax.complex(self.solve(jnp.real(b)), self.solve(jnp.imag(b)))
+        b = b.astype(self.operator.matrix.dtype)
+
+        def one(v):
+            return lx.linear_solve(self.operator, v, lx.LU(), state=self.state, throw=False).value
+
+        return one(b) if b.ndim == 1 else jax.vmap(one, in_axes=1, out_axes=1)(b)
+
+
+def check_linear_solver(linear_solver) -> None:
+    """Refuse, at construction, linear solvers that `FactoredPadeInverse` cannot use."""
+    if not isinstance(linear_solver, lx.LU | BandedLU):
+        raise ValueError(
+            "The implicit Taylor solvers factor hJ - r I for the complex roots r of a Padé "
+            "denominator, so `linear_solver` must be `lineax.LU()` (dense, the default) "
+            f"or `taylorode.BandedLU(lower, upper)`; got {linear_solver!r}."
+        )
+
+
 class FactoredPadeInverse(eqx.Module):
     """`b -> Q(hJ)^{-1} b` for a flat vector `b`, from the factorisations of
-    `hJ - r_k I`."""
+    `hJ - r_k I` (dense, or banded with [`taylorode.BandedLU`][])."""
 
-    operators: tuple
-    states: tuple
+    factors: tuple
     weights: tuple
     real: tuple[bool, ...] = eqx.field(static=True)
 
     @classmethod
-    def build(cls, hJ: Array, roots_weights) -> "FactoredPadeInverse":
-        n = hJ.shape[0]
-        eye = jnp.eye(n, dtype=hJ.dtype)
-        ops, states, weights, real = [], [], [], []
+    def build(cls, f, x: Array, roots_weights, linear_solver=None) -> "FactoredPadeInverse":
+        """From `hJ`, the Jacobian of the flat map `f` at `x`: by `jax.jacfwd` with
+        `lineax.LU()` (or `None`), from `lower + upper + 1` Jacobian-vector products
+        with `BandedLU(lower, upper)`."""
+        n = x.shape[0]
+        if isinstance(linear_solver, BandedLU):
+            _, jvp = jax.linearize(f, x)
+            hJ = linear_solver.band_of(jvp, n, x.dtype)
+            diagonal = np.zeros((1, hJ.shape[1]), dtype=bool)
+            diagonal[0, linear_solver.lower] = True
+            factor = linear_solver.factor
+        else:
+            hJ = jax.jacfwd(f)(x)
+            diagonal = np.eye(n, dtype=bool)
+            factor = DenseFactors.factor
+        factors, weights, real = [], [], []
         for r, w in roots_weights:
             is_real = r.imag == 0.0
             if is_real:
-                matrix = hJ - jnp.asarray(r.real, hJ.dtype) * eye
-                weight = jnp.asarray(w.real, hJ.dtype)
+                shift, weight, matrix = r.real, w.real, hJ
             else:
                 ctype = jnp.complex128 if hJ.dtype == jnp.float64 else jnp.complex64
-                matrix = hJ.astype(ctype) - jnp.asarray(r, ctype) * eye.astype(ctype)
-                weight = jnp.asarray(w, ctype)
-            op = lx.MatrixLinearOperator(matrix)
-            ops.append(op)
-            states.append(jax.lax.stop_gradient(lx.LU().init(op, options={})))
-            weights.append(weight)
+                shift, weight, matrix = r, w, hJ.astype(ctype)
+            matrix = matrix - jnp.where(diagonal, jnp.asarray(shift, matrix.dtype), 0)
+            factors.append(factor(matrix))
+            weights.append(jnp.asarray(weight, matrix.dtype))
             real.append(bool(is_real))
-        return cls(tuple(ops), tuple(states), tuple(weights), tuple(real))
+        return cls(tuple(factors), tuple(weights), tuple(real))
 
     def __call__(self, b: Array) -> tuple[Array, Any]:
         out = jnp.zeros_like(b)
-        result = lx.RESULTS.successful
-        for op, state, w, is_real in zip(self.operators, self.states, self.weights, self.real):
-            rhs = b if is_real else b.astype(op.matrix.dtype)
-            sol = lx.linear_solve(op, rhs, lx.LU(), state=state, throw=False)
-            term = w * sol.value
+        for factor, w, is_real in zip(self.factors, self.weights, self.real):
+            term = w * factor.solve(b)
             out = out + (term if is_real else 2 * jnp.real(term)).astype(b.dtype)
-            result = lx.RESULTS.where(result == lx.RESULTS.successful, sol.result, result)
-        return out, result
+        return out, lx.RESULTS.successful
 
     def apply_tree(self, tree: PyTree) -> tuple[PyTree, Any]:
         flat, unravel = jfu.ravel_pytree(tree)
@@ -152,16 +192,8 @@ class FactoredPadeInverse(eqx.Module):
         beta = np.array(filters.beta).T[:, :, None]
         w = B.astype(ctype)
         for (j, conj), a, b in zip(filters.poles, alpha, beta):
-            op, state = self.operators[j], self.states[j]
-            solve = jax.vmap(
-                lambda v, op=op, state=state: lx.linear_solve(op, v, lx.LU(), state=state, throw=False).value
-            )
-            if self.real[j]:
-                x = lax.complex(solve(jnp.real(w)), solve(jnp.imag(w)))
-            elif conj:
-                x = jnp.conj(solve(jnp.conj(w)))
-            else:
-                x = solve(w)
+            solve = lambda v, factor=self.factors[j]: factor.solve(v.T).T  # noqa: E731
+            x = jnp.conj(solve(jnp.conj(w))) if conj else solve(w)
             w = jnp.asarray(a, ctype) * w + jnp.asarray(b, ctype) * x
         scale = np.array(filters.scale)[:, None]
         return jnp.real(jnp.asarray(scale, ctype) * w).astype(B.dtype)

@@ -7,6 +7,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 import optimistix as optx
 import pytest
@@ -362,9 +363,22 @@ def test_dense_filters_at_stiff_eigenvalues(p, q):
     k, N = _hermite.dense_filters(p, q)
     _, Q = _hermite.pade_polynomials(p, q)
     zs = [0.3, -2.0, -50.0, -1e4, -1e10]
-    inverse = FactoredPadeInverse.build(jnp.diag(jnp.array(zs)), pade_partial_fractions(Q))
     filters = RationalFilters.make(N[1:], Q, k)
-    out = np.asarray(inverse.apply_filters(jnp.ones((len(N) - 1, len(zs))), filters))
+    hJ = jnp.diag(jnp.array(zs))
+    x = jnp.zeros(len(zs))
+    # Dense, and banded (a diagonal matrix has bandwidths (0, 0); (1, 1) exercises the
+    # scans with zeros in the band).
+    outs = [
+        np.asarray(
+            FactoredPadeInverse.build(lambda y: hJ @ y, x, pade_partial_fractions(Q), solver).apply_filters(
+                jnp.ones((len(N) - 1, len(zs))), filters
+            )
+        )
+        for solver in (lx.LU(), taylorode.BandedLU(0, 0), taylorode.BandedLU(1, 1))
+    ]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-13)
+    np.testing.assert_allclose(outs[2], outs[0], rtol=1e-13)
+    out = outs[0]
     for i in range(1, len(N)):
         for z, value in zip(zs, out[i - 1]):
             zf = Fraction(z)
@@ -442,7 +456,7 @@ def _chord_solve(residual, y0, max_steps=30):
     from taylorode._root_finder import FactoredPadeInverse
 
     def inverse_at(y):
-        return FactoredPadeInverse.build(jax.jacfwd(residual)(y), ((0j, 1 + 0j),))
+        return FactoredPadeInverse.build(residual, y, ((0j, 1 + 0j),))
 
     finder = taylorode.PadeChord(rtol=1e-10, atol=1e-10)
     options = dict(init_state=inverse_at(y0), rebuild=jax.tree_util.Partial(inverse_at))

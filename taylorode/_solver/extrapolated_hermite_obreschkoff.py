@@ -3,6 +3,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 import optimistix as optx
 from diffrax import RESULTS
 
@@ -95,9 +96,12 @@ class ExtrapolatedHermiteObreschkoff(AbstractTaylorSolver):
         root_find_max_steps: int = 10,
         *,
         event: Any = None,
+        linear_solver: lx.AbstractLinearSolver = lx.LU(),
     ):
-        # Validates p, q, the method and the order.
-        solver = HermiteObreschkoff(p, q, method, root_finder, root_find_max_steps, event=event)
+        # Validates p, q, the method, the order and the linear solver.
+        solver = HermiteObreschkoff(
+            p, q, method, root_finder, root_find_max_steps, event=event, linear_solver=linear_solver
+        )
         if q != p + 1:
             raise ValueError(
                 f"ExtrapolatedHermiteObreschkoff(p, q) needs q = p + 1 (then the "
@@ -222,4 +226,9 @@ ExtrapolatedHermiteObreschkoff.__init__.__doc__ = """**Arguments:**
     `taylorode.PadeChord` with the step-size controller's `rtol`/`atol`, as for
     [`taylorode.HermiteObreschkoff`][].
 - `root_find_max_steps`: the most iterations per sub-step before the step is rejected.
+- `event`: the `diffrax.Event` also passed to `diffeqsolve` (see
+    [`taylorode.HermiteObreschkoff`][]).
+- `linear_solver`: `lineax.LU()` (the default, dense) or
+    [`taylorode.BandedLU`][]`(lower, upper)` for banded Jacobians (see
+    [`taylorode.HermiteObreschkoff`][]).
 """

@@ -9,6 +9,7 @@ import jax.flatten_util as jfu
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 import optimistix as optx
 from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
@@ -19,6 +20,7 @@ from .._custom_types import Args, BoolScalarLike, DenseInfo, RealScalarLike, Y
 from .._polynomial import horner, stack
 from .._root_finder import (
     FactoredPadeInverse,
+    check_linear_solver,
     PadeChord,
     RationalFilters,
     pade_partial_fractions,
@@ -264,6 +266,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     # as many as the highest of them needs, so that any of them can take the next step.
     carry_order: int = eqx.field(static=True, default=0)
     error_estimate: str = eqx.field(static=True, default="local")
+    linear_solver: lx.AbstractLinearSolver = lx.LU()
 
     solver_name: ClassVar[str] = "HermiteObreschkoff"
     jorba_zou_estimate: ClassVar[bool] = False
@@ -279,6 +282,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
         event: Any = None,
         carry_order: int = 0,
         error_estimate: str = "local",
+        linear_solver: lx.AbstractLinearSolver = lx.LU(),
     ):
         self.method = resolve_method(method)
         self.event = event
@@ -288,6 +292,8 @@ class HermiteObreschkoff(AbstractTaylorSolver):
                 f'`error_estimate` must be "local" or "embedded"; got {error_estimate!r}.'
             )
         self.error_estimate = error_estimate
+        check_linear_solver(linear_solver)
+        self.linear_solver = linear_solver
         for name, value in (("p", p), ("q", q)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"`{name}` must be a Python int; got {value!r}.")
@@ -369,9 +375,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
             out = terms.vf_prod(t1, unravel(x), args, control)
             return jfu.ravel_pytree(out)[0]
 
-        hJ = jax.jacfwd(f)(lax.stop_gradient(flat))
         _, Q = _hermite.pade_polynomials(self.p, self.q)
-        inverse = FactoredPadeInverse.build(hJ, pade_partial_fractions(Q))
+        inverse = FactoredPadeInverse.build(
+            f, lax.stop_gradient(flat), pade_partial_fractions(Q), self.linear_solver
+        )
         return eqxi.nondifferentiable(lax.stop_gradient(inverse), name="Newton matrix")
 
     def _residual(self, y1, fargs):
@@ -736,4 +743,10 @@ HermiteObreschkoff.__init__.__doc__ = """**Arguments:**
 - `error_estimate`: `"local"` (the default: the step's own local error) or
     `"embedded"` (that of the order-(p+q-1) companion, so that the global error follows
     the tolerance); see "Error estimate" above.
+- `linear_solver`: how the matrices `hJ - r_k I` are formed and factored: `lineax.LU()`
+    (the default: `J` by `jax.jacfwd`, one Jacobian-vector product per unknown, and
+    dense LU) or [`taylorode.BandedLU`][]`(lower, upper)` for banded Jacobians
+    (method-of-lines grids with the unknowns ordered point by point: `J`'s band from
+    `lower + upper + 1` products, banded LU), which is what makes systems with
+    thousands of unknowns affordable.
 """

@@ -7,6 +7,7 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 import optimistix as optx
 from diffrax import RESULTS, with_stepsize_controller_tols
 from jaxtyping import Array
@@ -123,6 +124,7 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         *,
         event: Any = None,
         error_estimate: str = "embedded",
+        linear_solver: lx.AbstractLinearSolver = lx.LU(),
     ):
         try:
             pairs = tuple((int(p), int(q)) for p, q in pairs)
@@ -137,7 +139,9 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
                 f"got {pairs}. For one pair use `taylorode.HermiteObreschkoff(p, q)`."
             )
         built = [
-            HermiteObreschkoff(p, q, method, None, root_find_max_steps, error_estimate=error_estimate)
+            HermiteObreschkoff(
+                p, q, method, None, root_find_max_steps, error_estimate=error_estimate, linear_solver=linear_solver
+            )
             for p, q in pairs
         ]
         for ho in built:
@@ -149,7 +153,14 @@ class VariableOrderHermiteObreschkoff(AbstractTaylorSolver):
         carry = max(ho._start_order for ho in built)
         self.pairs = tuple(
             HermiteObreschkoff(
-                p, q, ho.method, None, root_find_max_steps, carry_order=carry, error_estimate=error_estimate
+                p,
+                q,
+                ho.method,
+                None,
+                root_find_max_steps,
+                carry_order=carry,
+                error_estimate=error_estimate,
+                linear_solver=linear_solver,
             )
             for (p, q), ho in zip(pairs, built)
         )
@@ -343,4 +354,7 @@ VariableOrderHermiteObreschkoff.__init__.__doc__ = """**Arguments:**
     itself.
 - `error_estimate`: every pair's (see [`taylorode.HermiteObreschkoff`][]):
     `"embedded"` (the default) or `"local"`.
+- `linear_solver`: every pair's (see [`taylorode.HermiteObreschkoff`][]): `lineax.LU()`
+    (the default, dense) or [`taylorode.BandedLU`][]`(lower, upper)` for banded
+    Jacobians.
 """
