@@ -23,7 +23,8 @@ and tolerances 1e-4 ... 1e-10 (rtol = tol, atol = tol except where said), the so
   Jacobian, dense; reported as failed, with the reason, where sksundae is absent;
 - `Kvaerno5+PID banded`, `VOHO+PID banded`, `CVODE(BDF) banded`: the same with banded
   Newton matrices (`taylorode.BandedLU(lower, upper)` as Kvaerno5's VeryChord linear
-  solver and as VOHO's `linear_solver`; CVODE's `band` linear solver), for problems
+  solver and as VOHO's `linear_solver`; CVODE's `band` linear solver with its own
+  difference-quotient band Jacobian), for problems
   with a banded layout (the large Brusselators); run only when named in `--solvers`;
 - `VOHO+PID`: `taylorode.VariableOrderHermiteObreschkoff()` (HO(1, 2) and HO(2, 3),
   each step with the higher one where its Newton iteration converges) with
@@ -211,8 +212,10 @@ def sksundae_version():
 
 
 def cvode_solve(problem, rtol, atol, band=None):
-    """One solve by SUNDIALS CVODE (BDF, dense direct linear solver, or with `band =
-    (lower, upper)` its banded one, the problem's analytic Jacobian as a dense matrix)
+    """One solve by SUNDIALS CVODE (BDF, dense direct linear solver with the problem's
+    analytic Jacobian as a dense matrix; or with `band = (lower, upper)` its banded
+    solver with its own difference-quotient band Jacobian, lower + upper + 1 right-hand
+    side evaluations each, as sksundae's Jacobian template is a dense N x N array)
     through scikit-sundae, from 0 to t1 with the state saved at every internal step;
     raises if CVODE does not reach t1."""
     try:
@@ -235,9 +238,11 @@ def cvode_solve(problem, rtol, atol, band=None):
         method="BDF",
         rtol=rtol,
         atol=atol,
-        linsolver="dense" if band is None else "band",
-        **({} if band is None else dict(lband=band[0], uband=band[1])),
-        jacfn=jacfn,
+        **(
+            dict(linsolver="dense", jacfn=jacfn)
+            if band is None
+            else dict(linsolver="band", lband=band[0], uband=band[1])
+        ),
         # A cap per call of CVode; sksundae saving every step calls it once per step,
         # so this is no cap on the whole solve (CVODE ends a stalled one itself).
         max_num_steps=MAX_STEPS,
@@ -277,7 +282,7 @@ def cvode_bdf(problem, tol, settings, band=None):
 @SOLVERS.add("CVODE(BDF) banded")
 def cvode_bdf_banded(problem, tol, settings):
     """CVODE as above with its banded direct linear solver (`linsolver="band"` and the
-    problem's bandwidths)."""
+    problem's bandwidths) and its own difference-quotient band Jacobian."""
     return cvode_bdf(problem, tol, settings, band=band_of(problem))
 
 
@@ -402,7 +407,11 @@ def header(cli, problems, tols, solvers, skipped, settings):
         "(`sksundae.cvode.CVODE`, method "
         "`BDF`, orders 1-5, its default Newton iteration with the `dense` direct "
         "linear solver and the analytic Jacobian as a dense matrix, the state saved "
-        "at every internal step).",
+        "at every internal step). `... banded`: the same with banded Newton matrices: "
+        "`taylorode.BandedLU(lower, upper)` as Kvaerno5's VeryChord `linear_solver` and "
+        "as VOHO's, each Jacobian's band from lower + upper + 1 Jacobian-vector "
+        "products; CVODE's `band` linear solver with its own difference-quotient band "
+        "Jacobian (lower + upper + 1 right-hand side calls).",
         "- **steps (acc/rej)**: diffrax's counts; scipy and CVODE: len(sol.t) - 1 "
         "accepted, rejections not reported. **Newton**: Newton iterations (HO: "
         "`taylorode.implicit_stats(sol)`; diffrax's Kvaerno5, scipy and sksundae "
