@@ -152,7 +152,10 @@ class BandedFactors(eqx.Module):
 class _BandedLUState(eqx.Module):
     band: Array
     factors: BandedFactors
+    # Flat vector -> the solution's PyTree (the operator's input structure) and the
+    # right-hand side's (its output structure); a transpose swaps them.
     unravel: Any = eqx.field(static=True)
+    unravel_rhs: Any = eqx.field(static=True)
 
 
 class BandedLU(lx.AbstractLinearSolver):
@@ -215,14 +218,18 @@ class BandedLU(lx.AbstractLinearSolver):
         del options
         if operator.in_size() != operator.out_size():
             raise ValueError("BandedLU needs a square operator.")
-        zeros = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), operator.in_structure())
-        flat, unravel = jfu.ravel_pytree(zeros)
+        def unraveller(structure):
+            zeros = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), structure)
+            return jfu.ravel_pytree(zeros)
+
+        flat, unravel = unraveller(operator.in_structure())
+        _, unravel_rhs = unraveller(operator.out_structure())
 
         def matvec(v):
             return jfu.ravel_pytree(operator.mv(unravel(v)))[0]
 
         band = self.band_of(matvec, flat.shape[0], flat.dtype)
-        return _BandedLUState(band, self.factor(band), unravel)
+        return _BandedLUState(band, self.factor(band), unravel, unravel_rhs)
 
     def compute(self, state: _BandedLUState, vector: PyTree[Array], options: dict[str, Any]):
         del options
@@ -232,7 +239,8 @@ class BandedLU(lx.AbstractLinearSolver):
 
     def transpose(self, state: _BandedLUState, options: dict[str, Any]):
         # The transposed band: B^T[i, d + upper] = A[i + d, i] = B[i + d, lower - d].
-        band, lower, upper = state.band, self.lower, self.upper
+        # (The state's own bandwidths: a transposed state has them swapped.)
+        band, lower, upper = state.band, state.factors.lower, state.factors.upper
         n = band.shape[0]
         d = np.arange(-upper, lower + 1)
         rows = np.arange(n)[:, None] + d[None, :]
@@ -240,12 +248,12 @@ class BandedLU(lx.AbstractLinearSolver):
         picked = band[np.clip(rows, 0, n - 1), np.broadcast_to(lower - d, rows.shape)]
         transposed = jnp.where(jnp.asarray(inside), picked, 0)
         factors = BandedFactors.factor(transposed, upper, lower)
-        return _BandedLUState(transposed, factors, state.unravel), options
+        return _BandedLUState(transposed, factors, state.unravel_rhs, state.unravel), options
 
     def conj(self, state: _BandedLUState, options: dict[str, Any]):
         band = jnp.conj(state.band)
-        factors = BandedFactors.factor(band, self.lower, self.upper)
-        return _BandedLUState(band, factors, state.unravel), options
+        factors = BandedFactors.factor(band, state.factors.lower, state.factors.upper)
+        return _BandedLUState(band, factors, state.unravel, state.unravel_rhs), options
 
     def assume_full_rank(self) -> bool:
         return True

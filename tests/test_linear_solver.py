@@ -223,3 +223,20 @@ def test_banded_voho_under_vmap_in_float32():
     y64 = np.stack([np.asarray(solve(jnp.asarray(y), lx.LU(), jnp.float64)[0]) for y in y0s])
     assert not np.allclose(y64[0], y64[1], rtol=1e-2)
     np.testing.assert_allclose(np.asarray(y32), y64, rtol=2e-3, atol=2e-3)
+
+
+def test_transpose_twice_and_unequal_bandwidths():
+    # lineax's transpose of a state whose bandwidths differ (1, 3): solving with the
+    # transposed state solves A^T x = b, and transposing it back solves A x = b again.
+    rng = np.random.default_rng(4)
+    n = 15
+    A = banded(rng, n, 1, 3, diagonal=4.0)
+    solver = taylorode.BandedLU(1, 3)
+    state = solver.init(lx.MatrixLinearOperator(jnp.asarray(A)), {})
+    b = jnp.asarray(rng.standard_normal(n))
+    t_state, _ = solver.transpose(state, {})
+    x_t = solver.compute(t_state, b, {})[0]
+    np.testing.assert_allclose(np.asarray(x_t), np.linalg.solve(A.T, b), rtol=1e-12)
+    tt_state, _ = solver.transpose(t_state, {})
+    x = solver.compute(tt_state, b, {})[0]
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-12)

@@ -151,9 +151,10 @@ class HermiteObreschkoff(AbstractTaylorSolver):
     problems), applied through its partial fractions, one LU factorisation of
     $hJ - r_k I$ per root $r_k$ (complex pairs once), never formed as a matrix: its
     entries grow like $|h\lambda|^q$. The factorisations are dense by default; for
-    large banded systems (method of lines) pass `linear_solver=`[`taylorode.BandedLU`][]. The iteration goes on while it contracts (up to
-    `root_find_max_steps`); a solve that diverges makes the error estimate infinite, so
-    the controller rejects the step and retries with a smaller one (as
+    large banded systems (method of lines) pass
+    `linear_solver=`[`taylorode.BandedLU`][]. The iteration goes on while it contracts
+    (up to `root_find_max_steps`); a solve that diverges makes the error estimate
+    infinite, so the controller rejects the step and retries with a smaller one (as
     `diffrax.Kvaerno5` does). Where it fails even at a millionth of the last accepted
     step's length, no smaller step helps: the solve then ends with the iteration's
     `RESULTS` (`RESULTS.nonfinite` for non-finite values) instead of rejecting steps
