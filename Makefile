@@ -108,6 +108,12 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_stiff.py --problems hires pollu oregonator robertson vdp1e3 \
 	  --tols 1e-4 1e-6 1e-8 --solvers Kvaerno5+PID "scipy Radau" "CVODE(BDF)" VOHO+PID HO XHO \
 	  --ho 1,2 2,3 --xho 1,2 --out benchmarks/results_stiff_default.md --no-plot
+	$(BIN)/python benchmarks/bench_stiff.py --problems brusselator1000 --tols 1e-4 1e-6 1e-8 \
+	  --solvers Kvaerno5+PID "Kvaerno5+PID banded" "scipy Radau" "CVODE(BDF)" "CVODE(BDF) banded" \
+	  VOHO+PID "VOHO+PID banded" --ho --xho --repeats 2 --out benchmarks/results_stiff_pde.md --no-plot
+	$(BIN)/python benchmarks/bench_stiff.py --problems brusselator10000 --tols 1e-4 1e-6 1e-8 \
+	  --solvers "Kvaerno5+PID banded" "scipy Radau" "CVODE(BDF) banded" "VOHO+PID banded" \
+	  --ho --xho --repeats 2 --out benchmarks/results_stiff_pde10000.md --no-plot
 	$(BIN)/python benchmarks/bench_sensitivity.py
 	$(BIN)/python benchmarks/bench_nonsmooth.py
 	$(BIN)/python benchmarks/bench_compile.py
