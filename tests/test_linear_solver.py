@@ -24,11 +24,14 @@ def banded(rng, n, lower, upper, complex_=False, diagonal=0.0):
     return A + diagonal * np.eye(n)
 
 
-SHAPES = [(40, 2, 2), (40, 1, 3), (40, 3, 1), (25, 0, 0), (25, 0, 2), (25, 2, 0), (3, 2, 2), (1, 0, 0), (2, 3, 3)]
+# (n, lower, upper, complex): every shape once, (2, 2) both real and complex.
+CASES = [
+    (40, 2, 2, False), (40, 2, 2, True), (40, 1, 3, False), (40, 3, 1, True), (25, 0, 0, True),
+    (25, 0, 2, False), (25, 2, 0, True), (3, 2, 2, False), (1, 0, 0, False), (2, 3, 3, True),
+]
 
 
-@pytest.mark.parametrize("n,lower,upper", SHAPES)
-@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("n,lower,upper,complex_", CASES)
 def test_factor_and_solve_against_numpy(n, lower, upper, complex_):
     # Random bands (no diagonal dominance, so the pivoting matters), several right-hand
     # sides at once, against numpy's dense solve.
@@ -163,7 +166,9 @@ def _reaction_diffusion(y, n):
     return jnp.stack([du, dv], axis=-1)
 
 
-@pytest.mark.parametrize("make", ["VOHO", "XHO", "Kvaerno5"])
+# (ExtrapolatedHermiteObreschkoff hands `linear_solver` to the same HermiteObreschkoff
+# steps as VOHO's pairs.)
+@pytest.mark.parametrize("make", ["VOHO", "Kvaerno5"])
 def test_implicit_solvers_with_banded_newton_matrices(make):
     # The same solve with dense and banded Newton matrices: the banded one is exact
     # for this (2, 2)-banded Jacobian, so the two agree to round-off in the Newton
@@ -182,8 +187,6 @@ def test_implicit_solvers_with_banded_newton_matrices(make):
     def solver(linear_solver):
         if make == "VOHO":
             return taylorode.VariableOrderHermiteObreschkoff(linear_solver=linear_solver)
-        if make == "XHO":
-            return taylorode.ExtrapolatedHermiteObreschkoff(linear_solver=linear_solver)
         return diffrax.Kvaerno5(root_finder=diffrax.VeryChord(rtol=tol, atol=tol, linear_solver=linear_solver))
 
     def solve(linear_solver):
@@ -240,3 +243,10 @@ def test_transpose_twice_and_unequal_bandwidths():
     tt_state, _ = solver.transpose(t_state, {})
     x = solver.compute(tt_state, b, {})[0]
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-12)
+
+
+def test_extrapolated_solver_hands_the_linear_solver_on():
+    solver = taylorode.ExtrapolatedHermiteObreschkoff(linear_solver=taylorode.BandedLU(2, 2))
+    assert solver.solver.linear_solver == taylorode.BandedLU(2, 2)
+    with pytest.raises(ValueError, match="BandedLU"):
+        taylorode.ExtrapolatedHermiteObreschkoff(linear_solver=lx.QR())
