@@ -98,17 +98,22 @@ class BandedFactors(eqx.Module):
         # Row k + lower + 1 of the matrix enters the window at step k, at exactly its band.
         incoming = jnp.concatenate([band[lower + 1 :], jnp.zeros((lower + 1, width), band.dtype)])[:n]
 
+        rows = jnp.arange(lower + 1)[:, None]
+
         def eliminate(W, new_row):
+            # The pivot row swapped with row 0 by selects, not dynamic indexing: they
+            # fuse (1000 rows, bandwidths (2, 2): 0.23 instead of 0.30 ms on XLA:CPU).
             p = jnp.argmax(jnp.abs(W[:, 0]))
-            top = W[p]
-            W = W.at[p].set(W[0]).at[0].set(top)
-            m = W[1:, 0] / top[0]
-            rest = W[1:] - m[:, None] * top[None, :]
+            is_p = rows == p
+            top = jnp.sum(jnp.where(is_p, W, 0), axis=0)
+            rest = jnp.where(is_p, W[0][None, :], W)[1:]
+            m = rest[:, 0] / top[0]
+            rest = rest - m[:, None] * top[None, :]
             shifted = jnp.concatenate([rest[:, 1:], jnp.zeros((lower, 1), W.dtype)], axis=1)
             return jnp.concatenate([shifted, new_row[None, :]]), (top, m, p)
 
         # Unrolled by 4: the loop's per-iteration overhead is most of a small band's
-        # cost (1000 rows, bandwidths (2, 2): 0.32 instead of 0.58 ms on XLA:CPU).
+        # cost (0.32 instead of 0.58 ms with dynamic indexing).
         _, (U, multipliers, pivots) = lax.scan(eliminate, W0, incoming, unroll=4)
         return cls(U, multipliers, pivots.astype(jnp.int32), lower, upper)
 
@@ -141,8 +146,10 @@ class BandedFactors(eqx.Module):
             return y / U[:, 0].reshape((n,) + trail)
 
         def backward(after, xs):
+            # A fused multiply-and-sum, not a dot: XLA:CPU runs a dot as a library call
+            # per row (7 right-hand sides, 1000 rows: 0.12 instead of 0.31 ms).
             u, yk = xs
-            x = (yk - jnp.tensordot(u[1:], after, axes=(0, 0))) / u[0]
+            x = (yk - jnp.sum(u[1:].reshape((k,) + trail) * after, axis=0)) / u[0]
             return jnp.concatenate([x[None], after[:-1]]), x
 
         _, x = lax.scan(backward, jnp.zeros((k,) + b.shape[1:], dtype), (U, y), reverse=True)
