@@ -179,7 +179,9 @@ class FactoredPadeInverse(eqx.Module):
             factors = [(linear_solver.factor if banded else DenseFactors.factor)(m) for m in matrices]
         return cls(tuple(factors), tuple(weights), tuple(real))
 
-    def __call__(self, b: Array) -> tuple[Array, Any]:
+    def __call__(self, b: Array) -> Array:
+        # (Neither factorisation reports failures: a singular matrix shows up as
+        # non-finite values, which the Newton iteration and the step check.)
         out = jnp.zeros_like(b)
         for factor, w, is_real in zip(self.factors, self.weights, self.real):
             x = factor.solve(b)
@@ -187,12 +189,11 @@ class FactoredPadeInverse(eqx.Module):
                 out = out + (w * (jnp.real(x) if jnp.iscomplexobj(x) else x)).astype(b.dtype)
             else:
                 out = out + (2 * jnp.real(w * x)).astype(b.dtype)
-        return out, lx.RESULTS.successful
+        return out
 
-    def apply_tree(self, tree: PyTree) -> tuple[PyTree, Any]:
+    def apply_tree(self, tree: PyTree) -> PyTree:
         flat, unravel = jfu.ravel_pytree(tree)
-        out, result = self(flat)
-        return unravel(out), result
+        return unravel(self(flat))
 
     def apply_filters(self, B: Array, filters: RationalFilters) -> Array:
         """`F_i(hJ) B[i]` for every row of the real `B` (shape `(m, n)`), with
@@ -213,7 +214,6 @@ class _PadeChordState(eqx.Module):
     inverse: FactoredPadeInverse
     diffsize: Array
     diffsize_prev: Array
-    result: optx.RESULTS
     step: Array
     refreshes: Array
     rebuilt: Array
@@ -298,7 +298,6 @@ class PadeChord(optx.AbstractRootFinder):
             inverse=inverse,
             diffsize=jnp.array(jnp.inf, dtype),
             diffsize_prev=jnp.array(1.0, dtype),
-            result=optx.RESULTS.successful,
             step=jnp.array(0),
             refreshes=jnp.array(0, jnp.int32),
             rebuilt=jnp.array(False),
@@ -307,8 +306,7 @@ class PadeChord(optx.AbstractRootFinder):
 
     def step(self, fn, y, args, options, state, tags):
         fx, aux = fn(y, args)
-        diff, lin_result = state.inverse.apply_tree(fx)
-        lin_result = optx.RESULTS.promote(lin_result)
+        diff = state.inverse.apply_tree(fx)
         diffsize = self._size(y, diff)
         inverse, refreshes = state.inverse, state.refreshes
         need = jnp.array(False)
@@ -332,19 +330,18 @@ class PadeChord(optx.AbstractRootFinder):
 
             def fresh(_):
                 new_inverse = rebuild(y)
-                new_diff, new_result = new_inverse.apply_tree(fx)
+                new_diff = new_inverse.apply_tree(fx)
                 pick = lambda a, b: jtu.tree_map(lambda u, v: jnp.where(need, u, v), a, b)  # noqa: E731
                 return (
                     pick(new_inverse, inverse),
                     pick(new_diff, diff),
                     jnp.where(need, self._size(y, new_diff), diffsize),
-                    optx.RESULTS.where(need, optx.RESULTS.promote(new_result), lin_result),
                 )
 
             def keep(_):
-                return inverse, diff, diffsize, lin_result
+                return inverse, diff, diffsize
 
-            inverse, diff, diffsize, lin_result = lax.cond(
+            inverse, diff, diffsize = lax.cond(
                 eqxi.unvmap_any(need), fresh, keep, None
             )
             refreshes = refreshes + need.astype(refreshes.dtype)
@@ -353,7 +350,6 @@ class PadeChord(optx.AbstractRootFinder):
             inverse=inverse,
             diffsize=diffsize,
             diffsize_prev=state.diffsize,
-            result=lin_result,
             step=state.step + 1,
             refreshes=refreshes,
             rebuilt=need,
@@ -401,15 +397,13 @@ class PadeChord(optx.AbstractRootFinder):
             & (factor < self.kappa)
             & (state.diffsize < 1)
         )
-        linsolve_fail = state.result != optx.RESULTS.successful
         nonfinite = (state.step >= 1) & jnp.invert(jnp.isfinite(state.diffsize))
         result = optx.RESULTS.where(
             (diverged | nonfinite) & jnp.invert(converged),
             optx.RESULTS.nonlinear_divergence,
             optx.RESULTS.successful,
         )
-        result = optx.RESULTS.where(linsolve_fail, state.result, result)
-        return converged | diverged | linsolve_fail | nonfinite, result
+        return converged | diverged | nonfinite, result
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         return y, aux, {"num_jacobian_refreshes": state.refreshes}

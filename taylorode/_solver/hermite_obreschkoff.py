@@ -593,7 +593,7 @@ class HermiteObreschkoff(AbstractTaylorSolver):
             weighted_sum([(-1) ** i * w for i, w in enumerate(a_hi)], ds[: qc + 1], y0),
             weighted_sum(b_hi, cs[: pc + 1], y0),
         )
-        filtered, _ = inverse.apply_tree(lax.stop_gradient(companion))
+        filtered = inverse.apply_tree(lax.stop_gradient(companion))
         finite = all_finite(filtered)
         failed = newton.failed | ~finite
         y_error = jtu.tree_map(lambda e: jnp.where(failed, jnp.inf, e), filtered)
