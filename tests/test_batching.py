@@ -1,6 +1,8 @@
 """The scalar-batching pass run before the recurrence engine: it must change the program
 shape only, never the values, and must leave vectorised fields alone."""
 
+import re
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -105,6 +107,50 @@ def test_rewrite_batches_a_scalar_loop_field_and_keeps_its_values():
     ref = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, 0.0, y)
     out = jax.core.eval_jaxpr(batched.jaxpr, batched.consts, 0.0, y)
     np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-15)
+
+
+def _kernels(compiled) -> int:
+    """XLA kernels of an optimised program: the kernel-forming instructions outside the
+    bodies of fusions (each fusion is one kernel)."""
+    text = compiled.as_text()
+    fused = set(re.findall(r"\bfusion\(.*?calls=(%[\w.-]+)", text))
+    kernel = re.compile(r"^\s*(?:ROOT )?%\S+ = \S+ (fusion|copy|gather|concatenate|slice|dot|reduce)\(", re.M)
+    count = 0
+    for computation in re.split(r"\n(?=\S)", text):
+        name = computation.split(" ", 2)[1] if computation.startswith("ENTRY") else computation.split(" ", 1)[0]
+        if name not in fused:
+            count += len(kernel.findall(computation))
+    return count
+
+
+def test_scattered_operands_cost_one_kernel_not_one_per_element():
+    # Pleiades written with loops reads its operands in scattered orders (x_j - x_i over
+    # all pairs). Assembled from a slice per run of consecutive elements, concatenated,
+    # such an operand is one XLA:CPU kernel per slice at every order (a concatenation
+    # of more than 8 operands is not fused): 495 kernels for three orders, 62 times the
+    # vectorised field's. With one gather it is a few times the vectorised field's.
+    closed = jax.make_jaxpr(pleiades)(0.0, PLEIADES_Y0, None)
+    batched = _batching.batch_scalars(closed, 0.0, PLEIADES_Y0, None)
+    widest = max(
+        (len(e.invars) for e in batched.jaxpr.eqns if e.primitive.name == "concatenate"), default=0
+    )
+    assert widest <= _batching.MAX_FUSED_CONCATENATION
+
+    def coefficients(field):
+        return jax.jit(lambda y: taylorode.taylor_coefficients(field, 0.0, y, None, 3)).lower(PLEIADES_Y0).compile()
+
+    vectorised = _kernels(coefficients(vector_pleiades))
+    loops = _kernels(coefficients(pleiades))
+    assert loops <= 4 * vectorised, (loops, vectorised)
+
+
+def vector_pleiades(t, y, args):
+    """`pleiades`, vectorised: pairwise differences by broadcasting."""
+    q = y[:14].reshape(2, 7)
+    d = q[:, None, :] - q[:, :, None]
+    r2 = jnp.sum(d**2, axis=0) + jnp.eye(7)
+    w = jnp.arange(1.0, 8.0)[None, :] * (1 - jnp.eye(7)) * r2**-1.5
+    return jnp.concatenate([y[14:], jnp.sum(w[None] * d, axis=2).reshape(-1)])
 
 
 def test_vectorised_field_passes_through_unchanged():

@@ -12,7 +12,8 @@ elementwise equations of the same kind become one equation on a vector:
 - a scalar is kept as a reference to an element of such a vector (or of an input
   vector, via `slice`/`squeeze`/`stack`/`concatenate`), so moving scalars around costs
   nothing; vectors of operands are assembled from static slices (runs of consecutive
-  elements) and one concatenation;
+  elements) and one concatenation, or with one gather where there are more runs than
+  XLA:CPU fuses into one concatenation kernel;
 - everything else (vector operations, calls, control flow) is applied as it was, with
   its scalar operands extracted.
 
@@ -48,6 +49,14 @@ MIN_BATCHED = 8
 # (Kepler written with scalars, three pairs: 2.07 us per step batched, 1.74 not;
 # Arenstorf, pairs and two groups of four: 2.46 batched, 2.89 not; measured 2026-12-04).
 MIN_GROUP = 3
+
+
+# XLA:CPU fuses a concatenation of at most this many operands with what produces them
+# (`kMaxConcatenateArguments` of its instruction fusion); a longer one makes each
+# operand a kernel of its own. The loop-written Pleiades field (bench_scalar_field,
+# order 8) assembled its operands from up to 28 slices each: 8.5 s to compile and
+# 160 µs per coefficient set, against 1.3 s and 13 µs with one gather.
+MAX_FUSED_CONCATENATION = 8
 
 
 class _Ref:
@@ -203,15 +212,18 @@ class _Evaluator:
             it = iter(range(start, start + len(literals)))
             index = [next(it) if i is None else i for i in index]
         source = sources[0] if len(sources) == 1 else jnp.concatenate(sources)
-        # Static slices of runs of consecutive indices, concatenated, rather than one
-        # gather: XLA:CPU makes fewer kernels of them (Arenstorf at order 13: 93
-        # against 123, compiled 7 % and run 10 % faster).
+        # Static slices of runs of consecutive indices, concatenated, where XLA:CPU
+        # fuses that concatenation into one kernel (Arenstorf at order 13: 93 kernels
+        # against 123 with a gather, compiled 7 % and run 10 % faster); with more runs
+        # it would make every slice a kernel of its own, at every order, so one gather.
         runs = []
         for i in index:
             if runs and i == runs[-1][1]:
                 runs[-1][1] += 1
             else:
                 runs.append([i, i + 1])
+        if len(runs) > MAX_FUSED_CONCATENATION:
+            return source[np.asarray(index)]
         pieces = [lax.slice_in_dim(source, a, b) for a, b in runs]
         return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
 
