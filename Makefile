@@ -96,12 +96,13 @@ test-oldest: $(OLDEST_STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_explicit.py
 	$(BIN)/python benchmarks/bench_engine.py
-	$(BIN)/python benchmarks/bench_scalar_field.py --orders 8 12 16 20 24
+	$(BIN)/python benchmarks/bench_scalar_field.py
 	$(BIN)/python benchmarks/bench_control.py
 	$(BIN)/python benchmarks/bench_workprecision.py
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_batch.py --n 10000 --out benchmarks/results_batch_10000.md
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_wide.py
 	$(BIN)/python benchmarks/bench_ensemble.py
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4 --problems robertson vdp1e3 vdp1e6 brusselator

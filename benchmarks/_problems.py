@@ -543,6 +543,123 @@ def pleiades_problem():
     )
 
 
+def pleiades_loops_problem():
+    """Pleiades with the field written body by body (`pleiades_scalar_loops`); the same
+    y0, t1 and reference as `pleiades_problem`."""
+    base = pleiades_problem()
+    return dataclasses.replace(
+        base,
+        key="pleiades-loops",
+        title=base.title + ", field written with Python loops",
+        vector_field=pleiades_scalar_loops,
+    )
+
+
+# --- Outer solar system -------------------------------------------------------------
+
+# Hairer, Lubich & Wanner, "Geometric Numerical Integration" (2006), section I.2.4:
+# the Sun (with the inner planets' masses) and Jupiter, Saturn, Uranus, Neptune and
+# Pluto, in 3D; units: AU, days, solar masses; initial state of 5 September 1994.
+OUTER_G = 2.95912208286e-4
+OUTER_MASSES = np.array(
+    [1.00000597682, 0.000954786104043, 0.000285583733151, 0.0000437273164546,
+     0.0000517759138449, 1 / 1.3e8]
+)
+OUTER_N = OUTER_MASSES.size
+OUTER_EYE = np.eye(OUTER_N)
+OUTER_WEIGHTS = OUTER_G * OUTER_MASSES[None, :] * (1 - OUTER_EYE)  # G m_j, 0 on i == j
+OUTER_Q0 = np.array([
+    [0.0, 0.0, 0.0],
+    [-3.5023653, -3.8169847, -1.5507963],
+    [9.0755314, -3.0458353, -1.6483708],
+    [8.3101420, -16.2901086, -7.2521278],
+    [11.4707666, -25.7294829, -10.8169456],
+    [-15.5387357, -25.2225594, -3.1902382],
+])
+OUTER_V0 = np.array([
+    [0.0, 0.0, 0.0],
+    [0.00565429, -0.00412490, -0.00190589],
+    [0.00168318, 0.00483525, 0.00192462],
+    [0.00354178, 0.00137102, 0.00055029],
+    [0.00288930, 0.00114527, 0.00039677],
+    [0.00276725, -0.00170702, -0.00136504],
+])
+OUTER_Y0 = np.concatenate([OUTER_Q0.ravel(), OUTER_V0.ravel()])  # q_0, q_1, ..., then v
+OUTER_T1 = 200_000.0  # days (as in HLW): 46 orbits of Jupiter, 2.2 of Pluto
+
+
+def outer_solar_system(t, y, args):
+    """q_i'' = sum_{j != i} G m_j (q_j - q_i) / |q_j - q_i|^3, vectorised: pairwise
+    differences by broadcasting; the diagonal gets r^2 = 1 and weight 0."""
+    n = OUTER_N
+    q = y[: 3 * n].reshape(n, 3)
+    d = q[None, :, :] - q[:, None, :]  # d[i, j] = q_j - q_i
+    r2 = jnp.sum(d**2, axis=2) + OUTER_EYE
+    w = OUTER_WEIGHTS * r2**-1.5
+    acc = jnp.sum(w[:, :, None] * d, axis=1)  # (n, 3)
+    return jnp.concatenate([y[3 * n :], acc.reshape(-1)])
+
+
+def outer_solar_system_loops(t, y, args):
+    """The same field written body by body with Python loops."""
+    n = OUTER_N
+    acc = []
+    for i in range(n):
+        a = [0.0, 0.0, 0.0]
+        for j in range(n):
+            if i != j:
+                d = [y[3 * j + c] - y[3 * i + c] for c in range(3)]
+                r3 = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) ** 1.5
+                a = [a[c] + float(OUTER_WEIGHTS[i, j]) * d[c] / r3 for c in range(3)]
+        acc.extend(a)
+    return jnp.concatenate([y[3 * n :], jnp.stack(acc)])
+
+
+def outer_solar_system_heyoka():
+    hy = _heyoka()
+    n = OUTER_N
+    q = [hy.make_vars(*[f"q{i}{c}" for c in "xyz"]) for i in range(n)]
+    v = [hy.make_vars(*[f"v{i}{c}" for c in "xyz"]) for i in range(n)]
+    out = []
+    for i in range(n):
+        out += [(q[i][c], v[i][c]) for c in range(3)]
+    for i in range(n):
+        terms = [[], [], []]
+        for j in range(n):
+            if i != j:
+                d = [q[j][c] - q[i][c] for c in range(3)]
+                w = OUTER_WEIGHTS[i, j] * (d[0] ** 2 + d[1] ** 2 + d[2] ** 2) ** -1.5
+                for c in range(3):
+                    terms[c].append(w * d[c])
+        out += [(v[i][c], hy.sum(terms[c])) for c in range(3)]
+    return out
+
+
+def outer_solar_system_problem(loops=False):
+    y0, t1 = OUTER_Y0, OUTER_T1
+
+    def make_reference():
+        hy = _heyoka()
+        reference, order, _ = heyoka_reference(outer_solar_system_heyoka, y0, t1, hy.real128)
+        ld, _, _ = heyoka_reference(outer_solar_system_heyoka, y0, t1, np.longdouble)
+        note = (
+            f"heyoka in real128 (tol 1e-33, order {order}); heyoka in long double "
+            f"(tol 1e-19) agrees to {h.mixed_error(ld, reference):.1e}"
+        )
+        return reference, note
+
+    return Problem(
+        key="outer-loops" if loops else "outer",
+        title=f"Outer solar system (HLW), 6 bodies in 3D, t in [0, {t1:g}] days"
+        + (", field written with Python loops" if loops else ""),
+        vector_field=outer_solar_system_loops if loops else outer_solar_system,
+        heyoka_system=outer_solar_system_heyoka,
+        y0=y0,
+        t1=t1,
+        make_reference=make_reference,
+    )
+
+
 NONSTIFF = {
     "kepler": kepler_problem,
     "lorenz": lorenz_problem,

@@ -7,10 +7,11 @@ batching is for (see docs/benchmarks.md): without it every scalar operation gets
 own recurrence per order. Compile time and run time of one coefficient set (inside a
 compiled fori_loop of 50), for the orders given.
 
-Methods: `recurrence` (the default engine, scalar batching on), `unbatched` (the same
-engine with `batch_scalars=False`), `jet`.
+Methods: `recurrence` (the default engine, scalar batching on; orders 8 to 24),
+`unbatched` (the same engine with `batch_scalars=False`; orders 8 and 12) and `jet`
+(order 8): the other two compile for tens of seconds, so they are run at low orders.
 
-    python benchmarks/bench_scalar_field.py [--orders 8 20] [--method recurrence]
+    python benchmarks/bench_scalar_field.py [--orders 8 20] [--methods recurrence]
     python benchmarks/bench_scalar_field.py --quick    # smoke run
 """
 
@@ -25,6 +26,7 @@ from taylorode import RecurrenceMethod
 
 LOOP = 50
 REPEATS = 5
+ORDERS = {"recurrence": (8, 12, 16, 20, 24), "unbatched": (8, 12), "jet": (8,)}
 
 
 def measure(method, order, repeats):
@@ -48,17 +50,15 @@ def measure(method, order, repeats):
 
 def main():
     parser = h.parser(
-        __doc__, "results_scalar_field.md", quick_help="order 8 only, 2 repeats"
+        __doc__, "results_scalar_field.md", quick_help="recurrence at order 8 only, 2 repeats"
     )
-    parser.add_argument("--orders", type=int, nargs="+", help="default: 8 20")
+    parser.add_argument("--orders", type=int, nargs="+", help=f"default, per method: {ORDERS}")
     parser.add_argument(
-        "--method", default="recurrence",
-        help="recurrence, unbatched or jet (or any `method` of taylor_coefficients)",
+        "--methods", nargs="+", choices=list(ORDERS), help=f"default: {list(ORDERS)}"
     )
     cli = h.parse_args(parser)
-    orders = cli.orders or ([8] if cli.quick else [8, 20])
+    methods = cli.methods or (["recurrence"] if cli.quick else list(ORDERS))
     repeats = 2 if cli.quick else REPEATS
-    method = RecurrenceMethod(batch_scalars=False) if cli.method == "unbatched" else cli.method
 
     lines = []
     h.emit(lines, [
@@ -70,11 +70,14 @@ def main():
         "",
         *h.md_table(["field", "method", "order", "compile (s)", "run (µs)"], "llrrr"),
     ])
-    for p in orders:
-        compile_s, run_us = measure(method, p, repeats)
-        h.emit(lines, [h.md_row([
-            "Pleiades, scalar loops (28)", cli.method, p, f"{compile_s:.1f}", f"{run_us:.1f}"
-        ])])
+    for name in methods:
+        method = RecurrenceMethod(batch_scalars=False) if name == "unbatched" else name
+        orders = cli.orders or ([8] if cli.quick else ORDERS[name])
+        for p in orders:
+            compile_s, run_us = measure(method, p, repeats)
+            h.emit(lines, [h.md_row([
+                "Pleiades, scalar loops (28)", name, p, f"{compile_s:.1f}", f"{run_us:.1f}"
+            ])])
     h.write_results(cli, lines)
 
 

@@ -67,8 +67,9 @@ SOLVERS.add("Tsit5+PID")(h.diffrax_entry(lambda tol: diffrax.Tsit5(), h.pid, 5))
 SOLVERS.add("Dopri8+PID")(h.diffrax_entry(lambda tol: diffrax.Dopri8(), h.pid, 8))
 
 
-def run_taylor(problem, tol, solver, settings):
-    """A `taylorode.Taylor` solve with `TaylorController`, recording the orders used."""
+def run_taylor(problem, tol, solver, settings, **solve_kwargs):
+    """A `taylorode.Taylor` solve with `TaylorController`, recording the orders used;
+    extra keyword arguments go to `diffeqsolve`."""
     r = h.run_diffrax(
         problem,
         solver,
@@ -77,6 +78,7 @@ def run_taylor(problem, tol, solver, settings):
         order=None,
         saveat=diffrax.SaveAt(t1=True, solver_state=True),
         outputs=taylorode.order_counts,
+        **solve_kwargs,
     )
     counts = {int(q): int(n) for q, n in r["outputs"].items()}
     r["order"] = counts
