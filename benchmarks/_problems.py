@@ -90,6 +90,15 @@ def heyoka_reference(system, y0, t1, fp_type):
     return ta.state.astype(np.float64), ta.order, tol
 
 
+def checked_heyoka_reference(system, y0, t1):
+    """`heyoka_reference` in real128, and how far heyoka in long double is from it:
+    (state, order, mixed error of the long-double state)."""
+    hy = _heyoka()
+    reference, order, _ = heyoka_reference(system, y0, t1, hy.real128)
+    ld, _, _ = heyoka_reference(system, y0, t1, np.longdouble)
+    return reference, order, h.mixed_error(ld, reference)
+
+
 def dop853_solution(problem, tol=1e-14):
     """The state at t1 from scipy's DOP853 at rtol = atol = tol (a reference candidate
     for `bench_control.py --check-references`; scipy raises rtol to 100 eps)."""
@@ -311,15 +320,13 @@ def lorenz_problem():
     y0, t1 = np.ones(3), LORENZ_T1
 
     def make_reference():
-        hy = _heyoka()
-        reference, order, _ = heyoka_reference(lorenz_heyoka, y0, t1, hy.real128)
+        reference, order, agreement = checked_heyoka_reference(lorenz_heyoka, y0, t1)
         mp = lorenz_mpmath_taylor(y0, t1)
-        ld, _, _ = heyoka_reference(lorenz_heyoka, y0, t1, np.longdouble)
         note = (
             f"heyoka in real128 (tol 1e-33, order {order}) from the float64 y0 to t1 = 5; "
             "an independent fixed-step Taylor method in mpmath (Lorenz recurrences, order "
             f"30, 500 steps, 40 digits) agrees to {h.mixed_error(mp, reference):.1e} and "
-            f"heyoka in long double (tol 1e-19) to {h.mixed_error(ld, reference):.1e} "
+            f"heyoka in long double (tol 1e-19) to {agreement:.1e} "
             "(after rounding to float64). Lorenz is chaotic (largest Lyapunov exponent "
             "~0.9): an error made early grows ~e^4.5 ~ 90-fold by t = 5"
         )
@@ -419,13 +426,11 @@ def arenstorf_problem():
     y0, t1 = ARENSTORF_Y0, ARENSTORF_T
 
     def make_reference():
-        hy = _heyoka()
-        reference, order, _ = heyoka_reference(arenstorf_heyoka, y0, t1, hy.real128)
-        ld, _, _ = heyoka_reference(arenstorf_heyoka, y0, t1, np.longdouble)
+        reference, order, agreement = checked_heyoka_reference(arenstorf_heyoka, y0, t1)
         note = (
             f"heyoka in real128 (tol 1e-33, order {order}) from the float64 y0 to the "
             f"float64 T; heyoka in long double (tol 1e-19) agrees to "
-            f"{h.mixed_error(ld, reference):.1e}. Plain periodicity (y(T) = y0) is off by "
+            f"{agreement:.1e}. Plain periodicity (y(T) = y0) is off by "
             f"{h.mixed_error(y0, reference):.1e} (mu, y0 and T rounded to float64; the "
             "orbit amplifies perturbations ~1e5-fold), so it is no reference below tol "
             "~ 1e-9"
@@ -520,12 +525,10 @@ def pleiades_problem():
     y0, t1 = PLEIADES_Y0, 3.0
 
     def make_reference():
-        hy = _heyoka()
-        reference, order, _ = heyoka_reference(pleiades_heyoka, y0, t1, hy.real128)
-        ld, _, _ = heyoka_reference(pleiades_heyoka, y0, t1, np.longdouble)
+        reference, order, agreement = checked_heyoka_reference(pleiades_heyoka, y0, t1)
         note = (
             f"heyoka in real128 (tol 1e-33, order {order}); heyoka in long double "
-            f"(tol 1e-19) agrees to {h.mixed_error(ld, reference):.1e}. scipy DOP853 at "
+            f"(tol 1e-19) agrees to {agreement:.1e}. scipy DOP853 at "
             "rtol = atol = 1e-14 is off by ~3e-12 and heyoka in float64 at tol 1e-16 to "
             "1e-18 by 3e-13 to 1e-12 (roundoff): neither would do at tol 1e-14 (see "
             "`--check-references`)"
@@ -639,12 +642,10 @@ def outer_solar_system_problem(loops=False):
     y0, t1 = OUTER_Y0, OUTER_T1
 
     def make_reference():
-        hy = _heyoka()
-        reference, order, _ = heyoka_reference(outer_solar_system_heyoka, y0, t1, hy.real128)
-        ld, _, _ = heyoka_reference(outer_solar_system_heyoka, y0, t1, np.longdouble)
+        reference, order, agreement = checked_heyoka_reference(outer_solar_system_heyoka, y0, t1)
         note = (
             f"heyoka in real128 (tol 1e-33, order {order}); heyoka in long double "
-            f"(tol 1e-19) agrees to {h.mixed_error(ld, reference):.1e}"
+            f"(tol 1e-19) agrees to {agreement:.1e}"
         )
         return reference, note
 
