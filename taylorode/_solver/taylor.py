@@ -31,7 +31,7 @@ from .._jorba_zou import (
     tolerance_scale,
     valid_tolerance,
 )
-from .._polynomial import horner, horner_derivative, stack, sum_series
+from .._polynomial import horner, horner_derivative, stack, sum_series, unstack_tree
 from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
@@ -46,8 +46,11 @@ class TaylorState(eqx.Module):
     """What `Taylor` carries between steps.
 
     - `coeffs`: the coefficients at the current point, scaled by `h_ref`, zero-padded
-        to the largest order: a tuple of `max(orders) + 1` PyTrees shaped like the state
-        (a tuple rather than a stacked array: stacking costs time in every step).
+        to the largest order, stacked: a PyTree shaped like the state whose leaves have
+        a leading axis of length `max(orders) + 1`. Stacked rather than a tuple of
+        PyTrees, so that what is done to the solver state every step (diffrax's
+        selection of the new or the old state, the rescaling) is one XLA kernel per
+        leaf, not one per leaf and order (20 fewer kernels in a step of order 13).
     - `switches`: the series of the vector field's switching functions (then of the
         event's conditions) at the same point and scaled alike, shape
         `(max(orders), n)`; `None` for a smooth field without an event.
@@ -589,7 +592,7 @@ class Taylor(AbstractTaylorSolver):
         # to size the first step), so XLA computes it once.
         coeffs, (switches, unseen, events), index, h0, _ = self._start_expansion(terms, t0, y0, args)
         return TaylorState(
-            coeffs=coeffs,
+            coeffs=stack(coeffs),
             switches=switches,
             unseen=unseen,
             event_columns=events,
@@ -617,6 +620,7 @@ class Taylor(AbstractTaylorSolver):
 
             def fresh(h_ref):
                 coeffs, _, switches, _ = self._expand_at(terms, t0, y0, args, h_ref, index)
+                coeffs = stack(coeffs)
                 return (coeffs,) if switches is None else (coeffs, switches)
 
             carried = (lambda s: (s.coeffs,)) if state.switches is None else (lambda s: (s.coeffs, s.switches))
@@ -624,7 +628,7 @@ class Taylor(AbstractTaylorSolver):
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
         # to this one's.
-        coeffs = rescale(state.coeffs, state.h_ref, y0, h)
+        coeffs = rescale(unstack_tree(state.coeffs), state.h_ref, y0, h)
         if state.switches is None:
             y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
             dense = dict(coeffs=stack(coeffs))
@@ -691,7 +695,7 @@ class Taylor(AbstractTaylorSolver):
         at = jnp.where(_at_first_step(state), step_orders.index(self.start_order()), positions[state.index])
         taken = jax.nn.one_hot(at, state.counts.shape[0], dtype=jnp.int32)
         new_state = TaylorState(
-            coeffs=next_coeffs,
+            coeffs=stack(next_coeffs),
             switches=next_switches,
             h_ref=h_ref,
             index=index,
