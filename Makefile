@@ -103,6 +103,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_batch.py --n 10000 --out benchmarks/results_batch_10000.md
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_wide.py
+	$(BIN)/python benchmarks/bench_floor.py
 	$(BIN)/python benchmarks/bench_ensemble.py
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_stiff.py --ho 1,2 2,3 3,4 --problems robertson vdp1e3 vdp1e6 brusselator
