@@ -137,7 +137,8 @@ def test_scattered_operands_cost_one_kernel_not_one_per_element():
     assert widest <= _batching.MAX_FUSED_CONCATENATION
 
     def coefficients(field):
-        return jax.jit(lambda y: taylorode.taylor_coefficients(field, 0.0, y, None, 3)).lower(PLEIADES_Y0).compile()
+        expand = jax.jit(lambda y: taylorode.taylor_coefficients(field, 0.0, y, None, 3))
+        return expand.lower(PLEIADES_Y0).compile()
 
     vectorised = _kernels(coefficients(vector_pleiades))
     loops = _kernels(coefficients(pleiades))

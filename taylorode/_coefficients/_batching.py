@@ -55,7 +55,7 @@ MIN_GROUP = 3
 # (`kMaxConcatenateArguments` of its instruction fusion); a longer one makes each
 # operand a kernel of its own. The loop-written Pleiades field (bench_scalar_field,
 # order 8) assembled its operands from up to 28 slices each: 8.5 s to compile and
-# 160 µs per coefficient set, against 1.3 s and 13 µs with one gather.
+# 160 µs per coefficient set, against 1.5 s and 14 µs with one gather.
 MAX_FUSED_CONCATENATION = 8
 
 
