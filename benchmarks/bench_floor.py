@@ -14,7 +14,6 @@ one run, all at rtol = atol = 1e-10, solved as users write it (`max_steps=1_000_
     python benchmarks/bench_floor.py --quick
 """
 
-
 import _harness as h
 import _problems as P
 import bench_kernels as K
