@@ -42,11 +42,8 @@ def stack(coeffs: list[PyTree]) -> PyTree:
     return jtu.tree_map(lambda *cs: jnp.stack(cs), *coeffs)
 
 
-def unstack(stacked: Array) -> list[Array]:
-    return [stacked[k] for k in range(stacked.shape[0])]
-
-
-def unstack_tree(stacked: PyTree) -> list[PyTree]:
-    """The inverse of `stack`: one PyTree per entry of the leaves' leading axis."""
+def unstack(stacked: PyTree) -> list[PyTree]:
+    """The inverse of `stack`: one PyTree (an array for an array) per entry of the
+    leaves' leading axis."""
     leaves, treedef = jtu.tree_flatten(stacked)
     return [jtu.tree_unflatten(treedef, [x[k] for x in leaves]) for k in range(leaves[0].shape[0])]

@@ -31,7 +31,7 @@ from .._jorba_zou import (
     tolerance_scale,
     valid_tolerance,
 )
-from .._polynomial import horner, horner_derivative, stack, sum_series, unstack_tree
+from .._polynomial import horner, horner_derivative, stack, sum_series, unstack
 from ._switching import all_clear, first_change, first_switch, root_derivative, tail, tail_ratio
 from .base import (
     AbstractTaylorSolver,
@@ -628,7 +628,7 @@ class Taylor(AbstractTaylorSolver):
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
         # to this one's.
-        coeffs = rescale(unstack_tree(state.coeffs), state.h_ref, y0, h)
+        coeffs = rescale(unstack(state.coeffs), state.h_ref, y0, h)
         if state.switches is None:
             y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
             dense = dict(coeffs=stack(coeffs))
