@@ -324,7 +324,7 @@ def test_events_dense_output_and_adjoints_with_taylor():
     with diffrax's events, `SaveAt(ts=...)` and both reverse-mode adjoints."""
     import optimistix as optx
 
-    tol = 1e-11
+    tol = 1e-9  # order 12: compile time is this test's cost
     y0 = jnp.asarray(kepler_y0(0.5))
     controller = taylorode.TaylorController(rtol=tol, atol=tol)
     term = diffrax.ODETerm(kepler)
@@ -342,7 +342,7 @@ def test_events_dense_output_and_adjoints_with_taylor():
         term, taylorode.Taylor(), 0.0, 6.0, None, y0, stepsize_controller=controller, event=event
     )
     t_cross = float(sol.ts[-1])
-    assert abs(kepler_exact(t_cross, 0.5)[0]) < 1e-10 and 0.5 < t_cross < 1.0
+    assert abs(kepler_exact(t_cross, 0.5)[0]) < 100 * tol and 0.5 < t_cross < 1.0
 
     # Gradients: recursive checkpointing and backsolve agree with each other and with
     # finite differences.
@@ -357,5 +357,5 @@ def test_events_dense_output_and_adjoints_with_taylor():
     eps = 1e-6
     plain = jax.jit(lambda y: final_x(y, diffrax.RecursiveCheckpointAdjoint()))
     fd = np.array([(plain(y0 + eps * e) - plain(y0 - eps * e)) / (2 * eps) for e in jnp.eye(4)])
-    np.testing.assert_allclose(g_rc, g_bs, atol=1e-9)
+    np.testing.assert_allclose(g_rc, g_bs, atol=100 * tol)
     np.testing.assert_allclose(g_rc, fd, atol=1e-6)
