@@ -10,6 +10,8 @@ from t0 to t0 + 1 (trace, lower and compile together, the best of `--repeats` wi
 `jax.clear_caches()` before each), for `taylorode.Taylor()` +
 `taylorode.TaylorController(tol, tol)` and `diffrax.Dopri8()` +
 `diffrax.PIDController(tol, tol)`, and the ratio. The target: no field above 3x Dopri8.
+Then the same for the harmonic oscillator (a linear field, nothing to expand): the part
+of the ratio that is not the expansion.
 
     python benchmarks/bench_compile_battery.py             # tol 1e-10, 2 repeats
     python benchmarks/bench_compile_battery.py --quick     # 4 fields, 1 repeat
@@ -48,6 +50,10 @@ def activations(t, y, args):
         jax.nn.sigmoid(y[3]) - y[2],
         jnp.tanh(y[0]) + jax.nn.silu(y[1]) - y[3],
     ])
+
+
+def oscillator(t, y, args):
+    return jnp.stack([y[1], -y[0]])
 
 
 def battery():
@@ -108,10 +114,22 @@ def main():
         ["field", "n", "Taylor() s", "Dopri8 s", "Taylor / Dopri8", f"<= {TARGET:g}x"], "lrrrrl", rows,
     ))
     r = np.asarray(ratios)
+    # The floor: a linear field, whose expansion is one multiplication per order, so
+    # that what is left is the rest of the solve (series sum, error estimate, first
+    # step's check, controller, diffrax's loop).
+    floor_y0 = jnp.array([1.0, 0.0])
+    floor_taylor = first_call_s(
+        oscillator, floor_y0, 0.0, taylorode.Taylor(), taylorode.TaylorController(rtol=TOL, atol=TOL), repeats
+    )
+    floor_dopri = first_call_s(
+        oscillator, floor_y0, 0.0, diffrax.Dopri8(), diffrax.PIDController(rtol=TOL, atol=TOL), repeats
+    )
     h.emit(lines, [
         "",
         f"- Ratio over {len(r)} fields: median {np.median(r):.2f}, range {r.min():.2f}-{r.max():.2f}; "
         f"{int(np.sum(r <= TARGET))} of {len(r)} within {TARGET:g}x.",
+        f"- Floor, the harmonic oscillator y'' = -y (nothing to expand): Taylor() {floor_taylor:.2f} s, "
+        f"Dopri8 {floor_dopri:.2f} s, ratio {floor_taylor / floor_dopri:.2f}.",
     ])
     h.write_results(cli, lines)
 

@@ -10,12 +10,19 @@ Kepler, Lorenz and Arenstorf (`_problems.py`), and heyoka's time per step on eac
 one run, all at rtol = atol = 1e-10, solved as users write it (`max_steps=1_000_000`,
 `throw=False`).
 
+The same for a batch: `jax.jit(jax.vmap(solve))` over 1000 oscillators (amplitudes
+0.5-2, 20 periods) and over `bench_batch.py`'s 1000 Kepler orbits, against heyoka's batch
+mode on those orbits. The vmapped loop runs until its slowest trajectory is done, so the
+time is given per loop iteration (the most steps any trajectory took) and per
+trajectory and iteration.
+
     python benchmarks/bench_floor.py
     python benchmarks/bench_floor.py --quick
 """
 
 import _harness as h
 import _problems as P
+import bench_batch as B
 import bench_kernels as K
 import diffrax
 import jax
@@ -82,6 +89,43 @@ def per_step_us(r):
     return 1e3 * h.run_ms(r) / (r["accepted"] + (r["rejected"] or 0))
 
 
+BATCH = 1000
+
+
+def batch_row(name, field, y0s, t1, repeats):
+    """`Taylor()+TC` vmapped over `y0s`: [name, N, iterations, kernels, µs per
+    iteration, ns per trajectory and iteration]."""
+    def solve(y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), taylorode.Taylor(), 0.0, t1, None, y0,
+            stepsize_controller=taylorode.TaylorController(rtol=TOL, atol=TOL),
+            max_steps=MAX_STEPS, throw=False,
+        )
+        return sol.stats["num_steps"]
+
+    y0s = jnp.asarray(y0s)
+    compiled, _ = h.compile_timed(jax.vmap(solve), y0s)
+    times, steps = h.time_calls(compiled, y0s, repeats=repeats)
+    iterations = int(np.max(steps))
+    per_iteration = 1e6 * min(times) / iterations
+    return [name, str(len(y0s)), str(iterations), str(K.kernels(compiled)),
+            f"{per_iteration:.1f}", f"{1e3 * per_iteration / len(y0s):.1f}"]
+
+
+def batch_rows(repeats, settings):
+    amplitude = np.linspace(0.5, 2.0, BATCH)
+    oscillators = np.stack([amplitude, 0 * amplitude], axis=-1)
+    orbits = B.initial_conditions(BATCH)[0]
+    rows = [
+        batch_row("oscillator, Taylor()+TC vmap", oscillator, oscillators, 40 * np.pi, repeats),
+        batch_row("Kepler, Taylor()+TC vmap", P.kepler, orbits, B.T1, repeats),
+    ]
+    hey = B.heyoka_batch(B.Batch(y0s=orbits, refs=orbits), TOL, settings)
+    per_step = 1e9 * hey["total_s"] / hey["accepted"]
+    rows.append(["Kepler, heyoka batch", str(BATCH), "", "", "", f"{per_step:.1f}"])
+    return rows
+
+
 def main():
     parser = h.parser(__doc__, "results_floor.md", quick_help="oscillator and Kepler, fewer repeats")
     cli = h.parse_args(parser)
@@ -119,6 +163,22 @@ def main():
          "heyoka µs / step", "per step / heyoka's"],
         "lllrrrrr", rows,
     ))
+    h.emit(lines, [
+        "",
+        f"## A batch of {BATCH}",
+        "",
+        "`jax.jit(jax.vmap(solve))`, best of "
+        f"{settings.diffrax_repeats} calls; **iterations**: the most steps any "
+        "trajectory took (the loop's length); heyoka batch: `bench_batch.py`'s "
+        f"`heyoka batch` (SIMD width {B.hy.recommended_simd_size()}), its median time per "
+        "step of one lane.",
+        "",
+        *h.md_table(
+            ["batch", "N", "iterations", "kernels", "µs / iteration",
+             "ns / trajectory and iteration"],
+            "lrrrrr", batch_rows(settings.diffrax_repeats, settings),
+        ),
+    ])
     h.write_results(cli, lines)
 
 

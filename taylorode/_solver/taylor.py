@@ -701,7 +701,7 @@ class Taylor(AbstractTaylorSolver):
             index=index,
             counts=state.counts + taken,
             orders=state.orders,
-                unseen=state.unseen,
+            unseen=state.unseen,
             event_columns=state.event_columns,
         )
         return y1, y_error, dense, new_state, result
