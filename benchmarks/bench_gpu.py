@@ -3,7 +3,8 @@ machine's CPU cores.
 
 The problem of `bench_batch.py` at larger N: N Kepler orbits (mu = 1) from pericentre,
 semi-major axis 1, eccentricities evenly over [0.1, 0.7], one period each (t1 = 2 pi,
-where the exact state is the initial one), float64, tol 1e-10 (rtol = atol). For each N:
+where the exact state is the initial one), float64, tol 1e-10 (rtol = atol; `--tol`).
+For each N:
 
 - `Taylor()+TC vmap` and `Dopri8+PID vmap`: `jax.jit(jax.vmap(solve))` on JAX's
   default device (the GPU where one is present), compiled for that N, a warm-up call,
@@ -21,6 +22,7 @@ heyoka's times are the median of `--repeats` passes. **error**: the largest over
 orbits of max_i |y_i(2 pi) - y0_i| / (1 + |y0_i|).
 
     python benchmarks/bench_gpu.py                      # N = 1e4, 1e5, 1e6
+    python benchmarks/bench_gpu.py --tol 1e-14 --out benchmarks/results_gpu_1e-14.md
     python benchmarks/bench_gpu.py --quick              # N = 256, 1024
 """
 
@@ -83,7 +85,9 @@ def main():
     parser = h.parser(__doc__, "results_gpu.md", quick_help="N = 256, 1024")
     parser.add_argument("--n", type=int, nargs="+", help="trajectory counts (default 1e4 1e5 1e6)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls (default 3)")
+    parser.add_argument("--tol", type=float, default=TOL, help=f"rtol = atol (default {TOL:g})")
     cli = h.parse_args(parser)
+    tol = cli.tol
     ns = cli.n or ([256, 1024] if cli.quick else [10_000, 100_000, 1_000_000])
     settings = h.Settings(max_steps=B.MAX_STEPS, diffrax_repeats=cli.repeats, heyoka_repeats=cli.repeats)
     workers = os.cpu_count()
@@ -96,7 +100,7 @@ def main():
         f"- JAX device: {device.device_kind} ({device.platform}); heyoka SIMD batch size "
         f"{hy.recommended_simd_size()}; {workers} CPU cores",
         f"- Problem: `bench_batch.py`'s Kepler orbits (e evenly in [{B.ECC_RANGE[0]}, "
-        f"{B.ECC_RANGE[1]}], one period), float64, tol {TOL:g} (rtol = atol); error: the "
+        f"{B.ECC_RANGE[1]}], one period), float64, tol {tol:g} (rtol = atol); error: the "
         "largest over the orbits of max_i |y_i(2 pi) - y0_i| / (1 + |y0_i|) (the exact "
         "state after one period is the initial one).",
         f"- diffrax: `jax.jit(jax.vmap(solve))`, compile = `lower(...).compile()` per N, "
@@ -108,20 +112,20 @@ def main():
     rows = []
     ctx = multiprocessing.get_context("spawn")
     bs = hy.recommended_simd_size()
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(bs, TOL)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(bs, tol)) as pool:
         warm = B._chunked(B.initial_conditions(bs)[0])[2]
         pool.map(_worker_run, [warm] * workers)  # every process has run once
         for n in ns:
             y0s, _ = B.initial_conditions(n)
             batch = B.Batch(y0s=y0s, refs=y0s)
             runs = [
-                ("Taylor()+TC vmap", lambda: B.taylor_vmap(batch, TOL, settings)),
-                ("Dopri8+PID vmap", lambda: B.dopri8_vmap(batch, TOL, settings)),
-                ("heyoka batch, 1 core", lambda: B.heyoka_batch(batch, TOL, settings)),
-                ("heyoka batch, all cores", lambda: heyoka_all_cores(batch, TOL, cli.repeats, pool, workers)),
+                ("Taylor()+TC vmap", lambda: B.taylor_vmap(batch, tol, settings)),
+                ("Dopri8+PID vmap", lambda: B.dopri8_vmap(batch, tol, settings)),
+                ("heyoka batch, 1 core", lambda: B.heyoka_batch(batch, tol, settings)),
+                ("heyoka batch, all cores", lambda: heyoka_all_cores(batch, tol, cli.repeats, pool, workers)),
             ]
             if n == ns[0]:
-                runs.append(("heyoka ensemble", lambda: B.heyoka_batch_ensemble(batch, TOL, settings)))
+                runs.append(("heyoka ensemble", lambda: B.heyoka_batch_ensemble(batch, tol, settings)))
             results = {}
             for name, fn in runs:
                 try:
