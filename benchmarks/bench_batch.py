@@ -230,6 +230,22 @@ def _lanes(ta):
     return ta.state.T.copy(), [res[3] for res in ta.propagate_res]
 
 
+def propagate_chunks(ta, chunks):
+    """Each chunk `(4, bs)` in turn through the `taylor_adaptive_batch` `ta`, reset to
+    t = 0 and propagated to T1: the states `(n_chunks * bs, 4)` and steps per lane."""
+    bs = chunks.shape[-1]
+    zeros, t1 = np.zeros(bs), np.full(bs, T1)
+    ys, steps = [], []
+    for chunk in chunks:
+        ta.set_time(zeros)
+        ta.state[:] = chunk
+        ta.propagate_until(t1)
+        y, s = _lanes(ta)
+        ys.append(y)
+        steps.append(s)
+    return np.concatenate(ys), np.concatenate(steps)
+
+
 def _heyoka_result(one_pass, batch, settings, compile_s, order, notes=""):
     """Time `one_pass` (median of `settings.heyoka_repeats` calls) and report it."""
     times, (ys, steps) = h.time_calls(
@@ -251,18 +267,10 @@ def heyoka_batch(batch, tol, settings):
     ta, compile_s = h.heyoka_build(
         hy.taylor_adaptive_batch, P.kepler_heyoka, chunks[0], tol=tol
     )
-    zeros, t1 = np.zeros(bs), np.full(bs, T1)
 
     def one_pass():
-        ys, steps = [], []
-        for chunk in chunks:
-            ta.set_time(zeros)
-            ta.state[:] = chunk
-            ta.propagate_until(t1)
-            y, s = _lanes(ta)
-            ys.append(y)
-            steps.append(s)
-        return np.concatenate(ys)[:n], np.concatenate(steps)[:n]
+        ys, steps = propagate_chunks(ta, chunks)
+        return ys[:n], steps[:n]
 
     return _heyoka_result(one_pass, batch, settings, compile_s, ta.order,
         notes=f"batch size {bs} ({n_chunks} chunks"

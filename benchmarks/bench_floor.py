@@ -112,13 +112,13 @@ def batch_row(name, field, y0s, t1, repeats):
             f"{per_iteration:.1f}", f"{1e3 * per_iteration / len(y0s):.1f}"]
 
 
-def batch_rows(repeats, settings):
+def batch_rows(settings):
     amplitude = np.linspace(0.5, 2.0, BATCH)
     oscillators = np.stack([amplitude, 0 * amplitude], axis=-1)
     orbits = B.initial_conditions(BATCH)[0]
     rows = [
-        batch_row("oscillator, Taylor()+TC vmap", oscillator, oscillators, 40 * np.pi, repeats),
-        batch_row("Kepler, Taylor()+TC vmap", P.kepler, orbits, B.T1, repeats),
+        batch_row("oscillator, Taylor()+TC vmap", oscillator, oscillators, 40 * np.pi, settings.diffrax_repeats),
+        batch_row("Kepler, Taylor()+TC vmap", P.kepler, orbits, B.T1, settings.diffrax_repeats),
     ]
     hey = B.heyoka_batch(B.Batch(y0s=orbits, refs=orbits), TOL, settings)
     per_step = 1e9 * hey["total_s"] / hey["accepted"]
@@ -176,7 +176,7 @@ def main():
         *h.md_table(
             ["batch", "N", "iterations", "kernels", "µs / iteration",
              "ns / trajectory and iteration"],
-            "lrrrrr", batch_rows(settings.diffrax_repeats, settings),
+            "lrrrrr", batch_rows(settings),
         ),
     ])
     h.write_results(cli, lines)

@@ -43,23 +43,11 @@ _WORKER = {}
 
 
 def _worker_init(bs, tol):
-    ta = hy.taylor_adaptive_batch(P.kepler_heyoka(), np.ones((4, bs)), tol=tol)
-    _WORKER["ta"] = ta
+    _WORKER["ta"] = hy.taylor_adaptive_batch(P.kepler_heyoka(), np.ones((4, bs)), tol=tol)
 
 
 def _worker_run(chunks):
-    ta = _WORKER["ta"]
-    bs = chunks.shape[-1]
-    zeros, t1 = np.zeros(bs), np.full(bs, B.T1)
-    ys, steps = [], []
-    for chunk in chunks:
-        ta.set_time(zeros)
-        ta.state[:] = chunk
-        ta.propagate_until(t1)
-        y, s = B._lanes(ta)
-        ys.append(y)
-        steps.append(s)
-    return np.concatenate(ys), np.concatenate(steps)
+    return B.propagate_chunks(_WORKER["ta"], chunks)
 
 
 def heyoka_all_cores(batch, tol, repeats, pool, workers):
