@@ -33,7 +33,7 @@ def taylor_coefficients(
     - `args`: passed through to `vector_field`; not expanded.
     - `order`: the highest coefficient returned, a Python int (at least 1).
     - `method`: `"recurrence"` (the default: taylorode's own engine, per-primitive
-        recurrences whose program grows linearly with the order; see
+        recurrences whose program stays far smaller than jet's as the order grows; see
         [`taylorode.RecurrenceMethod`][]), `"jet"` (recursive
         `jax.experimental.jet` in normalised form; compile time grows like order² to
         order³) or `"jvp"` (a nested `jax.jvp` tower: exact and honours

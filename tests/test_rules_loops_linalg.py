@@ -158,11 +158,12 @@ def test_program_grows_linearly_in_the_order(field, monkeypatch):
     # Counted with the equations inside every sub-jaxpr (loop bodies included), the
     # program grows by the same amount per order: a loop's body is expanded once per
     # order inside a scan over the iterations, and every rule adds O(1) operations.
-    # (Sums over arrays of a few elements may be written out term by term, by design,
-    # so those are disabled here.)
+    # (Sums over arrays of a few elements, and sums of up to `WRITTEN_OUT_TERMS` terms,
+    # are written out term by term, by design, so those are disabled here.)
     from taylorode._coefficients import _series
 
     monkeypatch.setattr(_series, "UNSTACKED_SIZE", 0)
+    monkeypatch.setattr(_series, "WRITTEN_OUT_TERMS", _series.UNSTACKED_TERMS)
 
     def size(order, f=field):
         fn = lambda y: taylorode.taylor_coefficients(f, 0.0, y, None, order)

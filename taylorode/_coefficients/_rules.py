@@ -12,8 +12,9 @@ A rule computes the order-`k` coefficient of each output of one jaxpr equation:
 - `params`: the equation's parameters.
 
 Rules are called for `k >= 1` only: the engine computes order 0 by applying the
-primitive itself. Every rule adds O(1) operations per order (see `_series.py`), so the
-expanded program grows linearly with the order.
+primitive itself. Every rule adds O(1) recurrence sums per order (see `_series.py`:
+sums of up to `WRITTEN_OUT_TERMS` terms are written out, longer ones stacked), so
+beyond that order the expanded program grows linearly with the order.
 """
 
 import math
@@ -365,7 +366,7 @@ def _aux(ctx, name, k, step):
     """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`."""
     s = ctx.setdefault(name, [])
     while len(s) <= k:
-        s.append(step(len(s), s))
+        s.append(S.kept(step(len(s), s)))
     return s
 
 

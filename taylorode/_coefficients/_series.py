@@ -3,9 +3,9 @@
 A series is a Python list `[a_0, a_1, ..., a_k]` of arrays with the shape of the value it
 expands, `a_j = a^(j)(t0) / j!`. Every function here returns the coefficient of order `k`
 of a result from the coefficients of its operands, using only orders that are already
-known (`< k` for the result itself). Sums over `j` are done on stacked arrays, so each
-call adds O(1) operations to the traced program, whatever `k`: the program grows
-linearly with the order.
+known (`< k` for the result itself). Sums over `j` are written out term by term up to
+`WRITTEN_OUT_TERMS` terms and done on stacked arrays beyond, so that at high orders each
+call adds O(1) operations to the traced program, whatever `k`.
 
 The formulas are the classical ones of automatic differentiation (Griewank & Walther,
 "Evaluating Derivatives", ch. 13; Jorba & Zou 2005). For `c' = u a'` (a function whose
@@ -32,10 +32,19 @@ def _stack(xs: list[Array], ndim: int) -> Array:
     return s
 
 
-# Sums of at most this many terms are written out term by term; longer ones as one
-# stacked multiply-and-reduce. Written-out sums keep order 1 (a JVP) transposable, since
-# they never put primal and tangent values in one array.
+# Sums of at most this many terms are always written out term by term: order 1 (a JVP)
+# then stays transposable, since primal and tangent values never share one array. The
+# matrix-product and convolution sums of other rules follow this too.
 UNSTACKED_TERMS = 3
+# Elementwise sums (`_dot_sum`) of at most this many terms are written out as well,
+# whatever the size of their values: plain elementwise arithmetic that XLA fuses without
+# first copying the operands into a stack. One coefficient set at order 13
+# (benchmarks/bench_kernels.py, measured by hand on 2026-12-05, with `recurrence.py`'s
+# `_kept`): Pleiades 16.4 -> 8.8 µs, the 100-oscillator chain 16.4 -> 11.6 µs, the tanh
+# MLP 9.0 -> 7.1 µs; 64 states vmapped 2.2-3.7x faster. Longer sums (orders above it)
+# are one stacked multiply-and-reduce, which keeps the traced program linear in the
+# order where it is long.
+WRITTEN_OUT_TERMS = 24
 # Sums over values of at most this many elements are always written out: for a few
 # scalars, plain arithmetic compiles and runs faster than stacking (Lorenz at order 16:
 # 0.6 µs and 0.7 s to compile, against 3.1 µs and 1.2 s stacked; benchmarks/bench_engine.py).
@@ -66,7 +75,7 @@ def _add(x, y):
 def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
     """sum_i w_i x_i y_i."""
     size = max(max(jnp.size(x) for x in xs), max(jnp.size(y) for y in ys))
-    if len(xs) <= UNSTACKED_TERMS or size <= UNSTACKED_SIZE:
+    if len(xs) <= WRITTEN_OUT_TERMS or size <= UNSTACKED_SIZE:
         ws = [1] * len(xs) if weights is None else weights
         terms = []
         for x, y, w in zip(xs, ys, ws):
@@ -88,6 +97,31 @@ def _dot_sum(xs: list[Array], ys: list[Array], weights=None) -> Array:
         w = jnp.asarray(weights, dtype=prod.dtype)
         prod = prod * w.reshape(w.shape + (1,) * ndim)
     return jnp.sum(prod, axis=0)
+
+
+def kept(c):
+    """An order's coefficient `c` of an array value (more than `UNSTACKED_SIZE` elements),
+    as the output of a reduction, so that XLA keeps it in memory instead of recomputing
+    it in every later order that reads it.
+
+    XLA:CPU fuses a cheap elementwise producer into each of its consumers, duplicating
+    it; it declines only for producers it counts as expensive (divisions, reductions,
+    gathers: "expensive producer would be duplicated"). The recurrence sums written out
+    term by term (`WRITTEN_OUT_TERMS`) are cheap elementwise code, and a nonlinear
+    operation's order-k coefficient (or a rule's auxiliary series, such as the cosine
+    that the sine's recurrence reads) is read by every later order, so without a
+    boundary XLA recomputes each of them many times over: the 100-oscillator chain's
+    sin/cos recurrences at order 20 compiled to 5 times the multiplications of the traced
+    program and took 52 µs per coefficient set, against 23 µs with the boundary. A sum
+    over a stacked axis of length 2 (the value and zeros) is such a reduction, one add
+    per element; the gather that `recurrence.py` puts on the state would do too, but
+    costs more (Pleiades at order 20: 33 against 17 µs). Scalars are left as they are:
+    fields of a few scalars gain nothing from it. The value is unchanged (`c + 0`)."""
+    if not isinstance(c, jax.Array) or jnp.size(c) <= UNSTACKED_SIZE:
+        return c
+    if not jnp.issubdtype(c.dtype, jnp.inexact):
+        return c
+    return jnp.sum(jnp.stack([c, jnp.zeros_like(c)]), axis=0)
 
 
 def cauchy(a: Series, b: Series, k: int) -> Array:

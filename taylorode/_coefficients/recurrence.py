@@ -29,6 +29,7 @@ from ._rules import (
     linear_rule,
     series_of,
 )
+from ._series import kept
 from ._state import flatten, snapshot, unflatten
 from ._switches import NOT_SWITCHES, SWITCHING, is_real_series, switching_series
 
@@ -130,9 +131,10 @@ class _Expander:
             if all(o is None or isinstance(o, Const) for o in outs):
                 continue
             new = _rule(eqn)(k, ins, outs, ctx, **_params(eqn))
+            keep = eqn.primitive.name not in _NOT_KEPT
             for o, c in zip(outs, new):
                 if o is not None and not isinstance(o, Const):
-                    o.append(c)
+                    o.append(kept(c) if keep else c)
         return [self._read(v) for v in self.jaxpr.outvars]
 
     def _first(self, eqn, ins, ctx):
@@ -655,6 +657,12 @@ def _materialized(x: Array) -> Array:
     return jnp.take(jnp.ravel(x), np.arange(x.size), mode="clip").reshape(x.shape)
 
 
+# Equations whose coefficients are not passed through `kept` (`_series.py`): linear
+# ones (an order's coefficient is that of its inputs, rearranged: cheap to recompute)
+# and calls, whose outputs are those of equations of their own jaxprs.
+_NOT_KEPT = frozenset(LINEAR) | frozenset(_CALLS)
+
+
 class RecurrenceMethod(AbstractTaylorMethod):
     """Normalised Taylor coefficients by taylorode's own Taylor-mode engine.
 
@@ -663,8 +671,10 @@ class RecurrenceMethod(AbstractTaylorMethod):
     orders with a recurrence per primitive (Cauchy products, and `c' = u a'`
     recurrences for exp, log, powers, trigonometric and hyperbolic functions and their
     inverses, erf, logistic), and sets `y^[k+1] = f^[k] / (k + 1)`. Total work is
-    O(order² × operations) and the traced program grows only linearly with the order,
-    since each recurrence sum is one stacked multiply-and-reduce.
+    O(order² × operations). Recurrence sums of up to 24 terms are written out term by
+    term, which XLA compiles to the fastest code; longer ones (orders above 24) are one
+    stacked multiply-and-reduce each, so that the traced program grows only linearly
+    with the order there.
 
     **Supported operations:** arithmetic, `integer_pow`/`pow`/`sqrt`/`rsqrt`/`cbrt`,
     `exp`/`exp2`/`log`/`log1p`/`expm1`, `sin`/`cos`/`tan`/`asin`/`acos`/`atan`/`atan2`,
