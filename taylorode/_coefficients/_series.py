@@ -39,9 +39,9 @@ UNSTACKED_TERMS = 3
 # Elementwise sums (`_dot_sum`) of at most this many terms are written out as well,
 # whatever the size of their values: plain elementwise arithmetic that XLA fuses without
 # first copying the operands into a stack. One coefficient set at order 13
-# (benchmarks/bench_kernels.py, measured by hand on 2026-12-05, with `recurrence.py`'s
-# `_kept`): Pleiades 16.4 -> 8.8 µs, the 100-oscillator chain 16.4 -> 11.6 µs, the tanh
-# MLP 9.0 -> 7.1 µs; 64 states vmapped 2.2-3.7x faster. Longer sums (orders above it)
+# (benchmarks/bench_kernels.py's setup, measured by hand on 2026-12-04, with `kept`
+# below): Pleiades 16.4 -> 8.8 µs, the 100-oscillator chain 16.4 -> 9.6 µs, the tanh MLP
+# unchanged (9.0 µs); 64 states vmapped 1.9-3.5x faster. Longer sums (orders above it)
 # are one stacked multiply-and-reduce, which keeps the traced program linear in the
 # order where it is long.
 WRITTEN_OUT_TERMS = 24
