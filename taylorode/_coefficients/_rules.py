@@ -362,11 +362,14 @@ def _pow(k, ins, outs, ctx, **params):
 # --- auxiliary series -----------------------------------------------------------------
 
 
-def _aux(ctx, name, k, step):
-    """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`."""
+def _aux(ctx, name, k, step, keep=True):
+    """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`,
+    each coefficient through `_series.kept` unless `keep` is false (a constant multiple
+    of another auxiliary series, cheap to recompute where it is read)."""
     s = ctx.setdefault(name, [])
     while len(s) <= k:
-        s.append(S.kept(step(len(s), s)))
+        c = step(len(s), s)
+        s.append(S.kept(c) if keep else c)
     return s
 
 
@@ -465,7 +468,7 @@ RULES["asin"] = _along(lambda m, a, c, ctx: _power_of(ctx, "u", m, _one_plus_sq(
 # acos: c' = -a' (1 - a^2)^(-1/2)
 def _acos_u(m, a, c, ctx):
     w = _power_of(ctx, "w", m, _one_plus_sq(a, -1), -0.5)
-    return _aux(ctx, "u", m, lambda j, s: -w[j])
+    return _aux(ctx, "u", m, lambda j, s: -w[j], keep=False)
 
 
 RULES["acos"] = _along(_acos_u)
@@ -489,7 +492,7 @@ RULES["acosh"] = _along(_acosh_u)
 def _erf_u(m, a, c, ctx):
     w = _aux(ctx, "w", m, lambda j, s: -(a[0] ** 2) if j == 0 else -S.cauchy(a, a, j))
     e = _aux(ctx, "e", m, lambda j, s: jnp.exp(w[0]) if j == 0 else S.derivative_conv(w, s, j))
-    return _aux(ctx, "u", m, lambda j, s: (2 / math.sqrt(math.pi)) * e[j])
+    return _aux(ctx, "u", m, lambda j, s: (2 / math.sqrt(math.pi)) * e[j], keep=False)
 
 
 RULES["erf"] = _along(_erf_u)
@@ -498,7 +501,7 @@ RULES["erf"] = _along(_erf_u)
 # erfc = 1 - erf: c' = -(2/sqrt(pi)) exp(-a^2) a'
 def _erfc_u(m, a, c, ctx):
     u = _erf_u(m, a, c, ctx)
-    return _aux(ctx, "neg_u", m, lambda j, s: -u[j])
+    return _aux(ctx, "neg_u", m, lambda j, s: -u[j], keep=False)
 
 
 RULES["erfc"] = _along(_erfc_u)
@@ -508,7 +511,7 @@ RULES["erfc"] = _along(_erfc_u)
 def _erf_inv_u(m, a, c, ctx):
     w = _aux(ctx, "w", m, lambda j, s: c[0] ** 2 if j == 0 else S.cauchy(c, c, j))
     e = _aux(ctx, "e", m, lambda j, s: jnp.exp(w[0]) if j == 0 else S.derivative_conv(w, s, j))
-    return _aux(ctx, "u", m, lambda j, s: (math.sqrt(math.pi) / 2) * e[j])
+    return _aux(ctx, "u", m, lambda j, s: (math.sqrt(math.pi) / 2) * e[j], keep=False)
 
 
 RULES["erf_inv"] = _along(_erf_inv_u)
