@@ -364,8 +364,8 @@ def _pow(k, ins, outs, ctx, **params):
 
 def _aux(ctx, name, k, step, keep=True):
     """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`,
-    each coefficient through `_series.kept` unless `keep` is false (a constant multiple
-    of another auxiliary series, cheap to recompute where it is read)."""
+    each coefficient through `_series.kept` unless `keep` is false (a linear function
+    of other series, such as a constant multiple, cheap to recompute where it is read)."""
     s = ctx.setdefault(name, [])
     while len(s) <= k:
         c = step(len(s), s)
@@ -417,12 +417,12 @@ def _logaddexp(scale):
 
     def rule(k, ins, outs, ctx, **params):
         a, b = (series_of(x, k) for x in ins)
-        w = _aux(ctx, "w", k, lambda j, s: a[j] - b[j])
+        w = _aux(ctx, "w", k, lambda j, s: a[j] - b[j], keep=False)
         sig, u = ctx.setdefault("sig", []), ctx.setdefault("u", [])
         while len(sig) < k:
             j = len(sig)
-            sig.append(1 / (1 + jnp.exp(-scale * w[0])) if j == 0 else S.derivative_conv(w, u, j))
-            u.append(scale * (sig[j] - (sig[0] ** 2 if j == 0 else S.cauchy(sig, sig, j))))
+            sig.append(S.kept(1 / (1 + jnp.exp(-scale * w[0])) if j == 0 else S.derivative_conv(w, u, j)))
+            u.append(S.kept(scale * (sig[j] - (sig[0] ** 2 if j == 0 else S.cauchy(sig, sig, j)))))
         return [b[k] + S.derivative_conv(w, sig, k)]
 
     return rule
