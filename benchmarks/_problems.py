@@ -690,6 +690,15 @@ def chain(t, y, args):
     return jnp.concatenate([v, (xl - 2 * x + xr) - jnp.sin(x)])
 
 
+def fput(t, y, args):
+    """The Fermi-Pasta-Ulam-Tsingou beta chain, 32 masses with fixed ends:
+    x_i'' = F(x_{i+1} - x_i) - F(x_i - x_{i-1}), F(d) = d + d^3 (cubic springs)."""
+    x, v = y[:32], y[32:]
+    d = jnp.diff(jnp.concatenate([jnp.zeros(1, y.dtype), x, jnp.zeros(1, y.dtype)]))
+    force = d + d**3
+    return jnp.concatenate([v, force[1:] - force[:-1]])
+
+
 def make_mlp():
     """A tanh MLP on R^8 (width 32, depth 2) as a vector field."""
     mlp = eqx.nn.MLP(8, 8, 32, 2, activation=jnp.tanh, key=jax.random.PRNGKey(0))

@@ -4,8 +4,11 @@ vmapped, for this checkout and a baseline checkout.
 XLA:CPU pays per fusion kernel, at compile and at run time, so the number of kernels in
 the optimised program of one coefficient set (`compiled.as_text()`, not the lowered
 StableHLO) is the figure to bring down. For Kepler, Lorenz, Pleiades (vectorised), the
-100-oscillator chain and the tanh MLP (`_problems.py`), at orders 13 and 18 (Jorba & Zou's
-at tol 1e-10 and 1e-14), with `method="recurrence"`:
+100-oscillator chain, the tanh MLP and the FPUT beta chain of 32 masses (cubic springs:
+an integer power's carried series) (`_problems.py`), at orders 13 and 18 (Jorba & Zou's
+at tol 1e-10 and 1e-14), and 50-dimensional fields on rules that carry series of their
+own between orders (cumulative product, i0e, gammaln, log1p and expm1, atan2) at order
+13, with `method="recurrence"`:
 
 - **kernels**: fusions, copies and other kernels in the optimised HLO of a `fori_loop` of
   `LOOP` coefficient sets (the loop body: one set);
@@ -46,9 +49,32 @@ KERNEL = re.compile(r"^\s*(?:ROOT )?%\S+ = \S+ (fusion|copy|gather|dot|reduce|so
 
 
 def fields():
-    """[(name, field, y0)]: the coefficient-engine fields and Pleiades."""
+    """[(name, field, y0)]: the coefficient-engine fields, Pleiades and the FPUT chain."""
     chosen = [f for f in P.coefficient_fields() if not f[0].startswith("N-body")]
-    return chosen[:2] + [("Pleiades (28)", P.pleiades, jnp.asarray(P.PLEIADES_Y0))] + chosen[2:]
+    fput = ("FPUT (64)", P.fput, jnp.concatenate([jnp.sin(jnp.linspace(0.1, 3.0, 32)), jnp.zeros(32)]))
+    return chosen[:2] + [("Pleiades (28)", P.pleiades, jnp.asarray(P.PLEIADES_Y0))] + chosen[2:] + [fput]
+
+
+def _rule_field(g):
+    """A 50-dimensional field x'' = g(x, x') built on one rule."""
+    def field(t, y, args):
+        x, v = y[:25], y[25:]
+        return jnp.concatenate([v, g(x, v)])
+    return field
+
+
+def rule_fields():
+    """[(name, field, y0)]: fields on rules that carry series of their own between orders
+    (measured at the first order of `ORDERS` only)."""
+    special = jax.scipy.special
+    y0 = jnp.linspace(-1.0, 1.0, 50)
+    return [(name + " (50)", _rule_field(g), y0) for name, g in [
+        ("cumprod", lambda x, v: -x + 0.01 * jnp.cumprod(1 + 0.1 * x) * v),
+        ("i0e", lambda x, v: -special.i0e(x + 2.0) * x),
+        ("gammaln", lambda x, v: -special.gammaln(x + 2.0) * x),
+        ("log1p, expm1", lambda x, v: jnp.log1p(0.5 * x * x) - jnp.expm1(0.3 * x)),
+        ("atan2", lambda x, v: jnp.arctan2(x, v + 2.0)),
+    ]]
 
 
 def kernels(compiled) -> int:
@@ -84,8 +110,9 @@ def measure(field, y0, order, batched, repeats):
 
 def run_all(repeats, quick):
     rows = []
-    for name, field, y0 in (fields()[:2] if quick else fields()):
-        for order in (ORDERS[:1] if quick else ORDERS):
+    cases = [(f, ORDERS) for f in fields()] + [(f, ORDERS[:1]) for f in rule_fields()]
+    for (name, field, y0), orders in (cases[:2] if quick else cases):
+        for order in (orders[:1] if quick else orders):
             for batched in (False, True):
                 k, c, r = measure(field, y0, order, batched, repeats)
                 rows.append(dict(field=name, order=order, batched=batched, kernels=k, compile_s=c, run_us=r))

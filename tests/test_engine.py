@@ -284,18 +284,27 @@ def test_no_recomputation_across_orders():
         assert times[20] < 30 * times[10], times
 
 
-def test_array_coefficients_are_computed_once():
+def _sin_tanh(t, y, args):
+    x, v = y[:25], y[25:]
+    return jnp.concatenate([v, jnp.sin(x) - jnp.tanh(x[::-1]) * v])
+
+
+def _cumulative_product(t, y, args):
+    x, v = y[:25], y[25:]
+    return jnp.concatenate([v, -x + 0.01 * jnp.cumprod(1 + 0.1 * x) * v])
+
+
+@pytest.mark.parametrize("field", [_sin_tanh, _cumulative_product])
+def test_array_coefficients_are_computed_once(field):
     # Recurrence sums over arrays are written out term by term, which XLA:CPU would fuse
     # into every later order that reads them, recomputing each coefficient many times
-    # over (2.9x the traced multiplications at order 12 for this field, 5x on a
+    # over (2.9x the traced multiplications at order 12 for the first field, 5x on a
     # 100-oscillator chain at order 20). Each nonlinear operation's coefficient, and each
-    # rule's auxiliary series, is kept as the output of a reduction instead, so the
+    # series a rule carries between orders that other carried series are built from (the
+    # cosine of the sine's recurrence, the partial products of a cumulative product, 5x
+    # when they were not kept), is kept as the output of a reduction instead, so the
     # optimised program holds about the multiplications of the traced one.
     import re
-
-    def field(t, y, args):
-        x, v = y[:25], y[25:]
-        return jnp.concatenate([v, jnp.sin(x) - jnp.tanh(x[::-1]) * v])
 
     y0 = jnp.linspace(-1.0, 1.0, 50)
     lowered = jax.jit(lambda y: taylorode.taylor_coefficients(field, 0.0, y, None, 12)).lower(y0)
@@ -307,3 +316,20 @@ def test_array_coefficients_are_computed_once():
     ref = taylorode.taylor_coefficients(field, 0.0, y0, None, 6, method="jvp")
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+
+
+def test_kept_is_idempotent_and_keeps_values():
+    # A rule may keep a series it carries and return one of its coefficients as its
+    # result, which the engine keeps again: that second `kept` must add nothing.
+    from taylorode._coefficients._series import kept
+
+    def f(x):
+        once = kept(x)
+        assert kept(once) is once
+        assert kept(x) is not once  # a new value is kept anew
+        return once
+
+    x = jnp.linspace(0.0, 1.0, 10)
+    np.testing.assert_array_equal(jax.jit(f)(x), x)
+    text = jax.jit(f).lower(x).as_text()
+    assert text.count("stablehlo.reduce") == 1, text

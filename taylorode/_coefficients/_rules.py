@@ -219,7 +219,7 @@ def _reduce_prod(k, ins, outs, ctx, axes, **params):
     def flatten(x):
         return jnp.reshape(jnp.transpose(x, tuple(axes) + rest), flat_shape)
 
-    cur = _aux(ctx, "flat", k, lambda j, s: flatten(a[j]))
+    cur = _aux(ctx, "flat", k, lambda j, s: flatten(a[j]), keep=False)
     levels = ctx.setdefault("levels", [])
     n, depth = m, 0
     while n > 1:
@@ -234,7 +234,7 @@ def _reduce_prod(k, ins, outs, ctx, axes, **params):
                 x = lax.pad(x, fill, [(0, 1, 0)] + [(0, 0, 0)] * (x.ndim - 1))
             lo.append(lax.slice_in_dim(x, 0, n + n % 2, stride=2, axis=0))
             hi.append(lax.slice_in_dim(x, 1, n + n % 2, stride=2, axis=0))
-            prod.append(lo[0] * hi[0] if j == 0 else S.cauchy(lo, hi, j))
+            prod.append(S.kept(lo[0] * hi[0] if j == 0 else S.cauchy(lo, hi, j)))
         cur, n, depth = prod, (n + 1) // 2, depth + 1
     return [jnp.reshape(cur[k], outs[0][0].shape)]
 
@@ -254,7 +254,7 @@ def _cumprod(k, ins, outs, ctx, axis, reverse, **params):
         while len(prod) <= k:
             j = len(prod)
             shifted.append(_shift_in(cur[j], -step if reverse else step, axis, 1 if j == 0 else 0))
-            prod.append(cur[0] * shifted[0] if j == 0 else S.cauchy(cur, shifted, j))
+            prod.append(S.kept(cur[0] * shifted[0] if j == 0 else S.cauchy(cur, shifted, j)))
         cur, step, depth = prod, 2 * step, depth + 1
     return [cur[k]]
 
@@ -365,7 +365,15 @@ def _pow(k, ins, outs, ctx, **params):
 def _aux(ctx, name, k, step, keep=True):
     """Extend the auxiliary series `ctx[name]` to orders 0..k with `step(j, series)`,
     each coefficient through `_series.kept` unless `keep` is false (a linear function
-    of other series, such as a constant multiple, cheap to recompute where it is read)."""
+    of other series, such as a constant multiple, cheap to recompute where it is read).
+
+    Series that rules carry in structures of their own (the partial products of
+    `cumprod` and `reduce_prod`, the Bessel and polygamma series) go through `kept` the
+    same way where their recomputation would compound: 50 states, order 13, one
+    coefficient set 1.8x faster for a cumulative product and for `i0e`
+    (benchmarks/results_kernels.md). An integer power's intermediate powers are not
+    kept: each is one Cauchy product of the operand, and keeping them made the FPUT
+    chain's `d**3` 1.1x (single) to 1.8x (vmapped) slower (bench_kernels.py, 2026-12-04)."""
     s = ctx.setdefault(name, [])
     while len(s) <= k:
         c = step(len(s), s)
@@ -387,10 +395,10 @@ def _along(du):
 # exp: c' = c a'
 RULES["exp"] = _along(lambda m, a, c, ctx: c)
 # exp2: c' = ln2 c a'
-RULES["exp2"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: math.log(2) * c[j]))
+RULES["exp2"] = _along(lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: math.log(2) * c[j], keep=False))
 # expm1: c' = (c + 1) a'
 RULES["expm1"] = _along(
-    lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[0] + 1 if j == 0 else c[j])
+    lambda m, a, c, ctx: _aux(ctx, "u", m, lambda j, s: c[0] + 1 if j == 0 else c[j], keep=False)
 )
 # tanh: c' = (1 - c^2) a'
 RULES["tanh"] = _along(
@@ -566,8 +574,8 @@ class _Ladder:
         while len(u) <= m:
             j = len(u)
             while len(rates) < j:
-                rates.append(self.rate(u, v, len(rates)))
-            u.append(S.derivative_conv(self.a, rates, j))
+                rates.append(S.kept(self.rate(u, v, len(rates))))
+            u.append(S.kept(S.derivative_conv(self.a, rates, j)))
             v.append(jnp.concatenate([u[j][1:], jnp.zeros_like(self.top)[None]]))
         while len(out) <= m:
             out.append(u[len(out)][level])
@@ -686,11 +694,11 @@ def _bessel_pair(ctx, a, k):
             far = q[0] / ctx["divisor"]
         else:
             far = S.quotient(q[i], [ctx["divisor"]] + a[1 : i + 1], r, i)
-        r.append(jnp.where(near, ctx["ladder"].series(1, i)[i], far))
-        up = _aux(ctx, "up", j - 1, lambda n, _: q[n] - sign * p[n])
-        uq = _aux(ctx, "uq", j - 1, lambda n, _: p[n] - sign * q[n] - r[n])
-        p.append(S.derivative_conv(a, up, j))
-        q.append(S.derivative_conv(a, uq, j))
+        r.append(S.kept(jnp.where(near, ctx["ladder"].series(1, i)[i], far)))
+        up = _aux(ctx, "up", j - 1, lambda n, _: q[n] - sign * p[n], keep=False)
+        uq = _aux(ctx, "uq", j - 1, lambda n, _: p[n] - sign * q[n] - r[n], keep=False)
+        p.append(S.kept(S.derivative_conv(a, up, j)))
+        q.append(S.kept(S.derivative_conv(a, uq, j)))
     return p, q
 
 
@@ -708,7 +716,7 @@ def _log_rule(shift):
     def rule(k, ins, outs, ctx, **params):
         (a,) = ins
         if shift:  # log1p(a) = log(1 + a)
-            a = _aux(ctx, "one_plus_a", k, lambda j, s: 1 + a[0] if j == 0 else a[j])
+            a = _aux(ctx, "one_plus_a", k, lambda j, s: 1 + a[0] if j == 0 else a[j], keep=False)
         return [S.logarithm(a, outs[0], k)]
 
     return rule
@@ -740,8 +748,8 @@ def _atan2(k, ins, outs, ctx, **params):
     # c = atan2(y, x): c' = (x y' - y x') / (x^2 + y^2).
     y, x = (series_of(v, k) for v in ins)
     m = k - 1
-    dy = _aux(ctx, "dy", m, lambda j, s: S.derivative_series(y, j))
-    dx = _aux(ctx, "dx", m, lambda j, s: S.derivative_series(x, j))
+    dy = _aux(ctx, "dy", m, lambda j, s: S.derivative_series(y, j), keep=False)
+    dx = _aux(ctx, "dx", m, lambda j, s: S.derivative_series(x, j), keep=False)
     num = _aux(ctx, "num", m, lambda j, s: S.cauchy(x, dy, j) - S.cauchy(y, dx, j))
     den = _aux(ctx, "den", m, lambda j, s: S.cauchy(x, x, j) + S.cauchy(y, y, j))
     rate = _aux(ctx, "rate", m, lambda j, s: num[j] / den[0] if j == 0 else S.quotient(num[j], den, s, j))
@@ -761,8 +769,8 @@ def _abs(k, ins, outs, ctx, **params):
     (a,) = ins
     if jnp.iscomplexobj(a[0]):
         # |a| = (re^2 + im^2)^(1/2): a real series, smooth wherever a != 0.
-        re = _aux(ctx, "re", k, lambda j, s: jnp.real(a[j]))
-        im = _aux(ctx, "im", k, lambda j, s: jnp.imag(a[j]))
+        re = _aux(ctx, "re", k, lambda j, s: jnp.real(a[j]), keep=False)
+        im = _aux(ctx, "im", k, lambda j, s: jnp.imag(a[j]), keep=False)
         w = _aux(ctx, "w", k, lambda j, s: S.cauchy(re, re, j) + S.cauchy(im, im, j))
         return [S.power(w, outs[0], 0.5, k)]
     return [jnp.where(a[0] >= 0, a[k], -a[k])]

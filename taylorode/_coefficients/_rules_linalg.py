@@ -175,8 +175,8 @@ def _eigh(k, ins, outs, ctx, lower, sort_eigenvalues, subset_by_index, algorithm
     w = _extend(ctx, "w", m, lambda j: vals[j].astype(dtype))
     e = _extend(ctx, "e", m, lambda j: w[j][..., None, :] - w[j][..., :, None] + (eye if j == 0 else 0))
     f = ctx.setdefault("f", [])  # 1 / (I + D)
-    _extend(ctx, "f", m, lambda j: 1 / e[0] if j == 0 else S.quotient(jnp.zeros_like(e[0]), e, f, j))
-    fp = _extend(ctx, "fp", m, lambda j: offdiag * S.cauchy(f, p, j))  # F o P
+    _extend(ctx, "f", m, lambda j: S.kept(1 / e[0] if j == 0 else S.quotient(jnp.zeros_like(e[0]), e, f, j)))
+    fp = _extend(ctx, "fp", m, lambda j: S.kept(offdiag * S.cauchy(f, p, j)))  # F o P
     dv = _matmul_cauchy(vecs, fp, m)
     dw = jnp.real(jnp.diagonal(p[m], axis1=-2, axis2=-1))
     return [dv / k, (dw / k).astype(vals[0].dtype)]

@@ -13,6 +13,8 @@ derivative is known in terms of other series) we use
 `c_k = (1/k) sum_{j=1..k} j a_j u_{k-j}`.
 """
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,12 +118,21 @@ def kept(c):
     over a stacked axis of length 2 (the value and zeros) is such a reduction, one add
     per element; the gather that `recurrence.py` puts on the state would do too, but
     costs more (Pleiades at order 20: 33 against 17 µs). Scalars are left as they are:
-    fields of a few scalars gain nothing from it. The value is unchanged (`c + 0`)."""
+    fields of a few scalars gain nothing from it. The value is unchanged (`c + 0`).
+    A value that is already the output of `kept` is returned as it is, so a rule may
+    keep the series it carries between orders and return one of them as its result."""
     if not isinstance(c, jax.Array) or jnp.size(c) <= UNSTACKED_SIZE:
         return c
-    if not jnp.issubdtype(c.dtype, jnp.inexact):
+    if not jnp.issubdtype(c.dtype, jnp.inexact) or _KEPT.get(id(c)) is c:
         return c
-    return jnp.sum(jnp.stack([c, jnp.zeros_like(c)]), axis=0)
+    out = jnp.sum(jnp.stack([c, jnp.zeros_like(c)]), axis=0)
+    _KEPT[id(out)] = out
+    return out
+
+
+# The outputs of `kept` that are still alive (tracers are weakly referenceable; an entry
+# goes when its value does, so a reused id never matches a stale one).
+_KEPT: "weakref.WeakValueDictionary[int, Array]" = weakref.WeakValueDictionary()
 
 
 def cauchy(a: Series, b: Series, k: int) -> Array:
