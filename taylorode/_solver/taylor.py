@@ -396,11 +396,11 @@ class Taylor(AbstractTaylorSolver):
                 t_a, rest = t0 + a * h, (1 - a) * h
 
                 def signature(u):
-                    y_u = jtu.tree_map(lambda *c: horner(list(c), u.astype(c[0].dtype)), *cs)
+                    y_u = jtu.tree_map(lambda c: horner(list(c), u.astype(c.dtype)), cs)
                     return self._signature(terms, t_a, rest, u, y_u, args)
 
                 end = jnp.minimum(end, first_change(signature, lax.stop_gradient(end)))
-            y_end = jtu.tree_map(lambda *c: horner(list(c), end.astype(c[0].dtype)), *cs)
+            y_end = jtu.tree_map(lambda c: horner(list(c), end.astype(c.dtype)), cs)
             a_next = jnp.where(end >= 1, jnp.ones_like(a), a + end.astype(a.dtype) * (1 - a))
             return y_end, a_next, event.astype(jnp.int32)
 
@@ -423,7 +423,7 @@ class Taylor(AbstractTaylorSolver):
                     rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
                     cs_n, last_two, q_n, _ = self._expand_at(terms, t0 + a_n * h, y_n, args, rest, index)
                     e = self._error(last_two, y_n, y_n, index)
-                    return cs_n, q_n, e, self._measure(e, y_n, y_n)
+                    return stack(list(cs_n)), q_n, e, self._measure(e, y_n, y_n)
 
                 def stop(_):
                     return cs, q, error, zero
@@ -437,7 +437,7 @@ class Taylor(AbstractTaylorSolver):
             y_n, a_n, ev, cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need), run, skip, None)
             more = need & (a_n < 1)
             keep = lambda cond, new, old: jnp.where(cond, new, old)  # noqa: E731
-            pieces = jtu.tree_map(lambda p, c: keep(need, p.at[k].set(c), p), pieces, stack(list(cs)))
+            pieces = jtu.tree_map(lambda p, c: keep(need, p.at[k].set(c), p), pieces, cs)
             starts = starts.at[k].set(jnp.where(need, a, jnp.inf).astype(dtype))
             error = jtu.tree_map(lambda old, new: keep(more, jnp.maximum(old, new), old), error, e)
             worst = keep(more, jnp.maximum(worst, r), worst)
@@ -450,7 +450,10 @@ class Taylor(AbstractTaylorSolver):
                 pieces, starts, error, worst, events,
             )
 
-        carry = (jnp.zeros((), dtype), y0, tuple(coeffs), switches, pieces, starts, error, zero, none)
+        # The coefficients travel stacked (one array per leaf of the state, leading axis
+        # the order), so that each selection between pieces is one kernel, not one per
+        # order.
+        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, pieces, starts, error, zero, none)
         a, y1, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
         # Two crossings of an event's condition inside one step would be invisible at
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
