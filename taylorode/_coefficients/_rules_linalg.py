@@ -16,7 +16,7 @@ from jax import lax
 from .._errors import TaylorRuleError
 from . import _series as S
 from ._collect import current
-from ._rules import RULES, Const, coeff
+from ._rules import RULES, Const, _aux, coeff
 
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -61,14 +61,6 @@ def _minus(x, y):
     return x if y is None else x - y
 
 
-def _extend(ctx, name, k, step):
-    """The auxiliary series `ctx[name]` extended to orders 0..k by `step(j)`."""
-    s = ctx.setdefault(name, [])
-    while len(s) <= k:
-        s.append(step(len(s)))
-    return s
-
-
 def _triangular_solve(k, ins, outs, ctx, left_side, lower, transpose_a, conjugate_a, unit_diagonal):
     # x = op(T)^{-1} b (left side; x op(T)^{-1} on the right), T the triangle of a that
     # the primitive reads. Order k of op(T) x = b:
@@ -88,7 +80,7 @@ def _triangular_solve(k, ins, outs, ctx, left_side, lower, transpose_a, conjugat
             t = _mT(t) if transpose_a else t
             return jnp.conj(t) if conjugate_a else t
 
-        ops, x = _extend(ctx, "op", k, op), outs[0]
+        ops, x = _aux(ctx, "op", k, lambda j, s: op(j), keep=False), outs[0]
         js = range(1, k + 1)
         if left_side:
             rhs = _minus(rhs, _matmul_sum([ops[j] for j in js], [x[k - j] for j in js]))
@@ -112,8 +104,8 @@ def _lu(k, ins, outs, ctx, **params):
                 f"method='recurrence' has a Taylor rule for `lu` of square matrices only, not of "
                 f"shape {shape}, used at {ctx.get('site') or '<unknown location>'}."
             )
-    lower = _extend(ctx, "L", k - 1, lambda j: jnp.tril(packed[j], -1) + (_eye_like(packed[0]) if j == 0 else 0))
-    upper = _extend(ctx, "U", k - 1, lambda j: jnp.triu(packed[j]))
+    lower = _aux(ctx, "L", k - 1, lambda j, s: jnp.tril(packed[j], -1) + (_eye_like(packed[0]) if j == 0 else 0), keep=False)
+    upper = _aux(ctx, "U", k - 1, lambda j, s: jnp.triu(packed[j]), keep=False)
     l0, u0 = lower[0], upper[0]
     pa = jnp.take_along_axis(coeff(a, k), perm.value[..., :, None], axis=-2)
     js = range(1, k)
@@ -129,8 +121,8 @@ def _cholesky(k, ins, outs, ctx, **params):
     # X + X^H = L_0^{-1} R_k L_0^{-H}: X is its lower triangle with the diagonal halved
     # (JAX's own JVP at order 1, which takes R_k as given, as this does).
     (a,) = ins
-    factor = _extend(ctx, "L", k - 1, lambda j: jnp.tril(outs[0][j]))
-    adjoint = _extend(ctx, "LH", k - 1, lambda j: _H(factor[j]))
+    factor = _aux(ctx, "L", k - 1, lambda j, s: jnp.tril(outs[0][j]), keep=False)
+    adjoint = _aux(ctx, "LH", k - 1, lambda j, s: _H(factor[j]), keep=False)
     l0 = factor[0]
     js = range(1, k)
     r = _minus(coeff(a, k), _matmul_sum([factor[j] for j in js], [adjoint[k - j] for j in js]))
@@ -168,15 +160,15 @@ def _eigh(k, ins, outs, ctx, lower, sort_eigenvalues, subset_by_index, algorithm
             collector.checks.append(lambda: jnp.any(same, axis=(-2, -1)))
     eye, offdiag = ctx["eye"], ctx["offdiag"]
     dtype = vecs[0].dtype
-    da = _extend(ctx, "da", m, lambda j: (j + 1) * a[j + 1])  # A'
-    vh = _extend(ctx, "vh", m, lambda j: _H(vecs[j]))
-    q = _extend(ctx, "q", m, lambda j: _matmul_cauchy(da, vecs, j))  # A' V
-    p = _extend(ctx, "p", m, lambda j: _matmul_cauchy(vh, q, j))  # V^H A' V
-    w = _extend(ctx, "w", m, lambda j: vals[j].astype(dtype))
-    e = _extend(ctx, "e", m, lambda j: w[j][..., None, :] - w[j][..., :, None] + (eye if j == 0 else 0))
-    f = ctx.setdefault("f", [])  # 1 / (I + D)
-    _extend(ctx, "f", m, lambda j: S.kept(1 / e[0] if j == 0 else S.quotient(jnp.zeros_like(e[0]), e, f, j)))
-    fp = _extend(ctx, "fp", m, lambda j: S.kept(offdiag * S.cauchy(f, p, j)))  # F o P
+    da = _aux(ctx, "da", m, lambda j, s: (j + 1) * a[j + 1], keep=False)  # A'
+    vh = _aux(ctx, "vh", m, lambda j, s: _H(vecs[j]), keep=False)
+    q = _aux(ctx, "q", m, lambda j, s: _matmul_cauchy(da, vecs, j), keep=False)  # A' V
+    p = _aux(ctx, "p", m, lambda j, s: _matmul_cauchy(vh, q, j), keep=False)  # V^H A' V
+    w = _aux(ctx, "w", m, lambda j, s: vals[j].astype(dtype), keep=False)
+    e = _aux(ctx, "e", m, lambda j, s: w[j][..., None, :] - w[j][..., :, None] + (eye if j == 0 else 0), keep=False)
+    # 1 / (I + D)
+    f = _aux(ctx, "f", m, lambda j, s: 1 / e[0] if j == 0 else S.quotient(jnp.zeros_like(e[0]), e, s, j))
+    fp = _aux(ctx, "fp", m, lambda j, s: offdiag * S.cauchy(f, p, j))  # F o P
     dv = _matmul_cauchy(vecs, fp, m)
     dw = jnp.real(jnp.diagonal(p[m], axis1=-2, axis2=-1))
     return [dv / k, (dw / k).astype(vals[0].dtype)]
