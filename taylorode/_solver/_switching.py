@@ -35,6 +35,7 @@ heyoka's event detection (Biscani & Izzo 2022, arXiv:2204.09948), here with a Ta
 bound in place of Descartes' rule of signs, so that the work has a fixed size.
 """
 
+import functools
 import math
 
 import equinox.internal as eqxi
@@ -91,17 +92,29 @@ def _shift_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return binom.astype(np.float64), np.where(mask, k - j, 0), mask
 
 
+@functools.cache
+def _cell_shifts(m: int) -> np.ndarray:
+    """`M[c, j, k] = C(k, j) c^(k - j) / CELLS^k` (`0^0 = 1`), shape `(CELLS * m, m)`,
+    in float64: for cells of width `w` starting at `c w`, the polynomials re-expanded
+    on cell `c`, in its own variable, are `M[c] @ ((CELLS w)^k q_k)_k`, since
+    `w^j C(k, j) (c w)^(k - j) = M[c, j, k] (CELLS w)^k`. Every entry is at most
+    `C(k, j)` in size, as the terms of the shift computed at run time would be."""
+    binom, power, mask = _shift_matrices(m)
+    c = np.arange(CELLS, dtype=np.float64)[:, None, None] / CELLS
+    pw = np.where(mask[None], c ** power[None], 0.0)  # (c / CELLS)^(k - j); 0^0 = 1
+    down = float(CELLS) ** -np.arange(m, dtype=np.float64)  # CELLS^-j
+    return (binom[None] * pw * down[None, :, None]).reshape(CELLS * m, m)
+
+
 def _cells(q: Array, width: Array) -> Array:
     """The polynomials re-expanded on each of the `CELLS` cells of `[0, CELLS * width]`,
-    in the cell's own variable `u in [0, 1]`: shape `(CELLS, m, n)`."""
+    in the cell's own variable `u in [0, 1]`: shape `(CELLS, m, n)`. The shift matrices
+    are constants (`_cell_shifts`); only the powers of the window's width are computed
+    at run time."""
     m = q.shape[0]
-    binom, power, mask = _shift_matrices(m)
-    starts = jnp.arange(CELLS, dtype=q.dtype) * width
-    # a^e for e = 0 .. m-1 at each cell start (0^0 = 1).
-    a_pow = starts[:, None] ** jnp.arange(m, dtype=q.dtype)[None, :]
-    shift = jnp.where(mask[None], binom.astype(q.dtype)[None] * a_pow[:, power], 0)  # (CELLS, m, m)
-    scale = width ** jnp.arange(m, dtype=q.dtype)  # u = (s - a) / width
-    return jnp.einsum("ijk,kn->ijn", shift, q) * scale[None, :, None]
+    scaled = q * ((CELLS * width) ** jnp.arange(m, dtype=q.dtype))[:, None]
+    shifts = jnp.asarray(_cell_shifts(m), q.dtype)
+    return (shifts @ scaled).reshape(CELLS, m, q.shape[1])
 
 
 def _bisect(d: Array, sign0: Array, iterations: int) -> Array:
@@ -137,7 +150,7 @@ def all_clear(q: Array) -> Array:
     return jnp.all(_passes(q) & ~_tied(q))
 
 
-def first_switch(q: Array) -> tuple[Array, Array, Array]:
+def _first_switch(q: Array) -> tuple[Array, Array, Array]:
     """Locate the first sign change on `(0, 1]` of the polynomials `q[:, i]` (shape
     `(m, n)`, normalised coefficients in the step variable `s`).
 
@@ -221,6 +234,11 @@ def first_switch(q: Array) -> tuple[Array, Array, Array]:
     # A switch within rounding of the step's end: the step ends there anyway.
     end = jnp.where(end >= 1 - 64 * jnp.finfo(dtype).eps, jnp.ones_like(end), end)
     return end, crossed, which
+
+
+# Traced once per shape and dtype, not once per trace of a solver's step (diffrax
+# traces its loop body more than once): it takes arrays only.
+first_switch = jax.jit(_first_switch)
 
 
 def tail(q: Array) -> tuple[Array, Array, Array]:
