@@ -9,6 +9,12 @@ float64 at tol 1e-10 and 1e-14 (rtol = atol = tol):
 - `Taylor(orders)+TC vmap`: the same with `Taylor(orders=(p-2, p, p+2))` (the order is
   chosen per step, the same for the whole batch);
 - `Dopri8+PID vmap`: diffrax `Dopri8` + `PIDController`, vmapped the same way;
+- `Taylor()+TC map(125)`: `jax.lax.map(solve, y0s, batch_size=125)`, the vmapped solve
+  over chunks of 125 trajectories (neighbours in eccentricity) one after another, each
+  chunk running until its own slowest trajectory is done rather than the whole batch
+  until the slowest of all (125 divides N, so one chunk size is compiled);
+- `Taylor()+TC map(125) shuffled`: the same over the trajectories in a random order
+  (fixed seed), so that each chunk mixes eccentricities as the whole batch does;
 - `heyoka batch`: `heyoka.taylor_adaptive_batch` with batch size
   `heyoka.recommended_simd_size()`, looping over the N trajectories in chunks;
 - `heyoka one by one`: one `heyoka.taylor_adaptive`, reset and propagated N times;
@@ -49,6 +55,7 @@ QUICK_TOLS = (1e-10,)
 ECC_RANGE = (0.1, 0.7)
 T1 = 2 * np.pi  # one period of every orbit (a = 1, up to the rounding of y0)
 MAX_STEPS = 100_000
+CHUNK = 125  # trajectories per chunk of `Taylor()+TC map(CHUNK)` (divides N: one compiled chunk)
 REPEATS = 5  # timed runs after a warm-up (diffrax: best; heyoka: median)
 
 
@@ -142,15 +149,24 @@ def single_solve(diffrax_solver, controller, taylor):
     return solve
 
 
-def run_vmap(batch, settings, diffrax_solver, controller, *, taylor, order):
-    """`jax.jit(jax.vmap(solve))` over all trajectories: compiled once by lower +
-    compile, a warm-up call, then the best of `settings.diffrax_repeats` calls."""
-    y0 = jnp.asarray(batch.y0s)
-    compiled, compile_s = h.compile_timed(
-        jax.vmap(single_solve(diffrax_solver, controller, taylor)), y0
-    )
+def run_vmap(batch, settings, diffrax_solver, controller, *, taylor, order, chunk=None, shuffle=False):
+    """`jax.jit(jax.vmap(solve))` over all trajectories (with `chunk`,
+    `jax.lax.map(solve, y0s, batch_size=chunk)`: chunks of that many, one after
+    another; with `shuffle`, over the trajectories in a random order): compiled once
+    by lower + compile, a warm-up call, then the best of `settings.diffrax_repeats`
+    calls."""
+    n = len(batch.y0s)
+    perm = np.random.default_rng(0).permutation(n) if shuffle else np.arange(n)
+    y0 = jnp.asarray(batch.y0s[perm])
+    solve = single_solve(diffrax_solver, controller, taylor)
+    if chunk is None:
+        batched = jax.vmap(solve)
+    else:
+        batched = lambda y: jax.lax.map(solve, y, batch_size=chunk)  # noqa: E731
+    compiled, compile_s = h.compile_timed(batched, y0)
     times, out = h.time_calls(compiled, y0, repeats=settings.diffrax_repeats)
     ys, acc, rej, counts = jax.tree_util.tree_map(np.asarray, out)
+    ys = ys[np.argsort(perm)]  # back in the batch's order, for the errors
     notes = ""
     if taylor:
         order = {int(q): int(n.sum()) for q, n in counts.items()}
@@ -177,6 +193,22 @@ def taylor_orders_vmap(batch, tol, settings):
     return run_vmap(
         batch, settings, taylorode.Taylor(orders=(p - 2, p, p + 2)),
         taylorode.TaylorController(rtol=tol, atol=tol), taylor=True, order=None,
+    )
+
+
+@SOLVERS.add(f"Taylor()+TC map({CHUNK})")
+def taylor_map(batch, tol, settings):
+    return run_vmap(
+        batch, settings, taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol),
+        taylor=True, order=None, chunk=CHUNK,
+    )
+
+
+@SOLVERS.add(f"Taylor()+TC map({CHUNK}) shuffled")
+def taylor_map_shuffled(batch, tol, settings):
+    return run_vmap(
+        batch, settings, taylorode.Taylor(), taylorode.TaylorController(rtol=tol, atol=tol),
+        taylor=True, order=None, chunk=CHUNK, shuffle=True,
     )
 
 

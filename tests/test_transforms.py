@@ -53,6 +53,32 @@ def test_vmap_over_initial_conditions_and_args():
     np.testing.assert_allclose(v, -x0s * ws * np.sin(3 * ws), atol=1e-8)
 
 
+def test_chunked_batch_steps_as_vmap_and_single_solves():
+    # `jax.lax.map(solve, y0s, batch_size=k)`, the guide's chunks of similar
+    # trajectories: with the order fixed by the tolerance, each trajectory takes the
+    # steps of its own solve, whichever chunk it is in, and ends at the exact orbit.
+    es = np.linspace(0.1, 0.7, 6)
+    y0s = jnp.asarray(np.stack([kepler_y0(e) for e in es]))
+
+    def solve(y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(kepler), taylorode.Taylor(), 0.0, 2.0, None, y0,
+            stepsize_controller=taylorode.TaylorController(rtol=1e-9, atol=1e-9),
+        )
+        return sol.ys[-1], sol.stats["num_accepted_steps"]
+
+    chunked_y, chunked_n = jax.jit(lambda y: jax.lax.map(solve, y, batch_size=3))(y0s)
+    all_y, all_n = jax.jit(jax.vmap(solve))(y0s)
+    single = [jax.jit(solve)(y0s[i]) for i in (0, 5)]
+    assert len(set(np.asarray(chunked_n).tolist())) > 1  # the trajectories differ
+    np.testing.assert_array_equal(chunked_n, all_n)
+    np.testing.assert_allclose(chunked_y, all_y, rtol=0, atol=1e-13)
+    for i, (y, n) in zip([0, 5], single):
+        assert int(chunked_n[i]) == int(n)
+        np.testing.assert_allclose(chunked_y[i], y, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(chunked_y, np.stack([kepler_exact(2.0, e) for e in es]), atol=1e-7)
+
+
 def test_float32():
     f32 = jnp.float32
     sol = diffrax.diffeqsolve(
