@@ -372,9 +372,9 @@ def _aux(ctx, name, k, step, keep=True):
     same way where their recomputation would compound: 50 states, order 13, one
     coefficient set 1.8x faster for a cumulative product (2.2x vmapped) and for `i0e`
     (one state; 1.2x slower vmapped) (benchmarks/results_kernels_carried.md). An integer
-    power's intermediate powers are not
-    kept: each is one Cauchy product of the operand, and keeping them made the FPUT
-    chain's `d**3` 1.1x (single) to 1.8x (vmapped) slower (bench_kernels.py, 2026-12-04)."""
+    power's intermediate powers are not kept: each is one Cauchy product of the operand,
+    and keeping them made the FPUT chain's `d**3` 1.1x (single) to 1.8x (vmapped) slower
+    (bench_kernels.py, 2026-12-04)."""
     s = ctx.setdefault(name, [])
     while len(s) <= k:
         c = step(len(s), s)
