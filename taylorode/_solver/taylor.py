@@ -636,9 +636,14 @@ class Taylor(AbstractTaylorSolver):
             state = refresh_after_jump(state, t0, h, made_jump, fresh, carried=carried)
         # This step's coefficients: the ones carried from the end of the last step
         # (or computed by `init`, or after a jump), rescaled from that step's length
-        # to this one's.
-        coeffs = rescale(_uncarried(state.coeffs), state.h_ref, y0, h)
+        # to this one's. Rescaled where they are read, inside the conditionals below,
+        # so that XLA fuses the rescaling into the series sum instead of writing out
+        # every order for the conditionals' operands (one kernel per order, each step).
+        def scaled():
+            return rescale(_uncarried(state.coeffs), state.h_ref, y0, h)
+
         if state.switches is None:
+            coeffs = scaled()
             y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
             dense = dict(coeffs=stack(coeffs))
         else:
@@ -649,10 +654,11 @@ class Taylor(AbstractTaylorSolver):
 
             def cut(_):
                 return self._through_switches(
-                    terms, t0, h, y0, args, coeffs, switches, state.index, state.unseen, state.event_columns
+                    terms, t0, h, y0, args, scaled(), switches, state.index, state.unseen, state.event_columns
                 )
 
             def plain(_):
+                coeffs = scaled()
                 y1 = jtu.tree_map(lambda *cs: sum_series(list(cs)), *coeffs)
                 dtype = jnp.result_type(h, 1.0)
                 pieces, starts = _one_piece(coeffs, dtype)
