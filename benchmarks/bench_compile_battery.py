@@ -13,6 +13,11 @@ from t0 to t0 + 1 (trace, lower and compile together, the best of `--repeats` wi
 Then the same for the harmonic oscillator (a linear field, nothing to expand): the part
 of the ratio that is not the expansion.
 
+The last columns repeat both with XLA:CPU's MLIR fusion emitters off for that one
+function, `jax.jit(solve, compiler_options={"xla_cpu_use_fusion_emitters": False})`
+(the option a user can set per jitted function, without touching the process's
+`XLA_FLAGS`).
+
     python benchmarks/bench_compile_battery.py             # tol 1e-10, 2 repeats
     python benchmarks/bench_compile_battery.py --quick     # 4 fields, 1 repeat
 """
@@ -33,6 +38,7 @@ import taylorode
 
 TOL = 1e-10
 TARGET = 3.0
+NO_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
 
 
 def _nonsmooth_module():
@@ -66,7 +72,7 @@ def battery():
     return fields
 
 
-def first_call_s(field, y0, t0, solver, controller, repeats):
+def first_call_s(field, y0, t0, solver, controller, repeats, compiler_options=None):
     def solve(y0):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field), solver, t0, t0 + 1.0, None, y0,
@@ -77,7 +83,7 @@ def first_call_s(field, y0, t0, solver, controller, repeats):
     for _ in range(repeats):
         jax.clear_caches()
         start = time.perf_counter()
-        jax.jit(solve).lower(y0).compile()
+        jax.jit(solve, compiler_options=compiler_options).lower(y0).compile()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -97,23 +103,39 @@ def main():
         *h.environment_lines(cli.quick),
         f"- tol {TOL:g} (rtol = atol); `Taylor()` + `TaylorController`, `Dopri8` + "
         "`PIDController`; trace + lower + compile of a whole `diffeqsolve` over "
-        f"[t0, t0 + 1], best of {repeats} with `jax.clear_caches()` before each.",
+        f"[t0, t0 + 1], best of {repeats} with `jax.clear_caches()` before each. "
+        "**emitters off**: the same with "
+        "`jax.jit(solve, compiler_options={'xla_cpu_use_fusion_emitters': False})`.",
         "",
     ])
-    rows, ratios = [], []
+    rows, ratios, ratios_off, gains = [], [], [], []
     for name, field, y0, t0 in fields:
-        taylor = first_call_s(
-            field, y0, t0, taylorode.Taylor(), taylorode.TaylorController(rtol=TOL, atol=TOL), repeats
-        )
-        dopri = first_call_s(field, y0, t0, diffrax.Dopri8(), diffrax.PIDController(rtol=TOL, atol=TOL), repeats)
+        times = []
+        for options in (None, NO_EMITTERS):
+            taylor = first_call_s(
+                field, y0, t0, taylorode.Taylor(), taylorode.TaylorController(rtol=TOL, atol=TOL), repeats,
+                options,
+            )
+            dopri = first_call_s(
+                field, y0, t0, diffrax.Dopri8(), diffrax.PIDController(rtol=TOL, atol=TOL), repeats, options
+            )
+            times.append((taylor, dopri))
+        (taylor, dopri), (taylor_off, dopri_off) = times
         ratios.append(taylor / dopri)
+        ratios_off.append(taylor_off / dopri_off)
+        gains.append(taylor_off / taylor)
         rows.append([name, str(y0.size), f"{taylor:.2f}", f"{dopri:.2f}", f"{taylor / dopri:.2f}",
-                     "yes" if taylor / dopri <= TARGET else "**no**"])
-        print(f"  {name}: Taylor {taylor:.2f} s, Dopri8 {dopri:.2f} s, ratio {taylor / dopri:.2f}", flush=True)
+                     "yes" if taylor / dopri <= TARGET else "**no**",
+                     f"{taylor_off:.2f}", f"{dopri_off:.2f}", f"{taylor_off / dopri_off:.2f}"])
+        print(f"  {name}: Taylor {taylor:.2f} s, Dopri8 {dopri:.2f} s, ratio {taylor / dopri:.2f}; "
+              f"emitters off {taylor_off:.2f} / {dopri_off:.2f} s", flush=True)
     h.emit(lines, h.md_table(
-        ["field", "n", "Taylor() s", "Dopri8 s", "Taylor / Dopri8", f"<= {TARGET:g}x"], "lrrrrl", rows,
+        ["field", "n", "Taylor() s", "Dopri8 s", "Taylor / Dopri8", f"<= {TARGET:g}x",
+         "Taylor() s, emitters off", "Dopri8 s, emitters off", "ratio, emitters off"],
+        "lrrrrlrrr", rows,
     ))
     r = np.asarray(ratios)
+    r_off, g = np.asarray(ratios_off), np.asarray(gains)
     # The floor: a linear field, whose expansion is one multiplication per order, so
     # that what is left is the rest of the solve (series sum, error estimate, first
     # step's check, controller, diffrax's loop).
@@ -128,6 +150,10 @@ def main():
         "",
         f"- Ratio over {len(r)} fields: median {np.median(r):.2f}, range {r.min():.2f}-{r.max():.2f}; "
         f"{int(np.sum(r <= TARGET))} of {len(r)} within {TARGET:g}x.",
+        f"- Emitters off: `Taylor()` takes {g.min():.2f}-{g.max():.2f} of its default time "
+        f"(median {np.median(g):.2f}); ratio to Dopri8 (emitters off too) median "
+        f"{np.median(r_off):.2f}, range {r_off.min():.2f}-{r_off.max():.2f}; "
+        f"{int(np.sum(r_off <= TARGET))} of {len(r_off)} within {TARGET:g}x.",
         f"- Floor, the harmonic oscillator y'' = -y (nothing to expand): Taylor() {floor_taylor:.2f} s, "
         f"Dopri8 {floor_dopri:.2f} s, ratio {floor_taylor / floor_dopri:.2f}.",
     ])
