@@ -89,6 +89,9 @@ START_ORDER = 4
 # Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
 # that needs more is rejected, and the controller retries a shorter one.
 MAX_PIECES = 4
+# A piece after a switch runs as far as its own error estimate is this fraction of the
+# tolerance, and the next piece starts there.
+CAP_ERROR = 0.5
 
 
 class Taylor(AbstractTaylorSolver):
@@ -177,9 +180,10 @@ class Taylor(AbstractTaylorSolver):
     condition flips, `abs`, `clip`, relu, `floor`, `mod`, `interp`, ...), the step is
     cut into pieces: each ends just past the first sign change of the field's switching
     functions, located from their Taylor series, and the next is expanded on the other
-    side (at most four per step; a step needing more is rejected). The later pieces'
-    own error estimates count towards the step's. See the guide "Non-smooth fields and
-    events". A step that starts where the coefficients are not finite (a singular point
+    side. A piece after a switch runs only as far as its own error estimate allows (to
+    half the tolerance), and the next piece starts where it ends; at most four pieces
+    per step, and a step needing more is rejected. The later pieces' own error
+    estimates count towards the step's. See the guide "Non-smooth fields and events". A step that starts where the coefficients are not finite (a singular point
     of the field, a non-finite state) ends the solve with `diffrax.RESULTS.nonfinite`.
 
     - `order(terms)` and `error_order(terms)` return the (largest) order.
@@ -378,7 +382,10 @@ class Taylor(AbstractTaylorSolver):
         """The step from `t0` to `t0 + h` cut into pieces at the switches of the vector
         field: each piece ends just past the first switch ahead of it
         (`first_switch`), and the next piece is expanded there, on the other side.
-        The first piece uses the carried coefficients `coeffs`; at most `MAX_PIECES`.
+        The first piece uses the carried coefficients `coeffs`; a later one ends
+        sooner where its own error estimate for the rest of the step exceeds the
+        tolerance (where it reaches `CAP_ERROR` of it), and the next piece is expanded
+        there; at most `MAX_PIECES`.
         Switches the engine cannot see into (`unseen`) are found by evaluating them
         along each piece (`first_change`).
 
@@ -390,8 +397,14 @@ class Taylor(AbstractTaylorSolver):
         """
         dtype = jnp.result_type(h, 1.0)
 
-        def advance(cs, q, a):
+        def advance(cs, q, a, cap):
             end, crossed, which = first_switch(q)
+            # A piece after a switch goes no further than its own error allows (`cap`,
+            # in its own fraction of what is left of the step): it then ends short of
+            # the next switch, and the next piece is expanded there.
+            capped = cap < end
+            crossed = crossed & ~capped
+            end = jnp.where(capped, cap.astype(end.dtype), end)
             event = crossed & (which >= q.shape[1] - n_events) & (end < 1)
             end = root_derivative(q, end, crossed, which)
             if unseen:
@@ -409,34 +422,47 @@ class Taylor(AbstractTaylorSolver):
         pieces, starts = _one_piece(coeffs, dtype)
         error = jtu.tree_map(jnp.zeros_like, y0)
         zero, none = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
+        p = max(self.candidate_orders())
+
+        def capped(e, r):
+            # The fraction of its length a later piece may run (`cap`), and its error
+            # estimate and measured error for that length: a piece whose estimate for
+            # all that is left of the step exceeds the tolerance (r > 1) runs to where
+            # it is CAP_ERROR of it instead. The estimate grows like the length^p (at the
+            # reference order p; p - 1 is used, which errs towards shorter pieces).
+            cap = jnp.where(r > 1, (CAP_ERROR / jnp.where(r > 1, r, 1)) ** (1 / max(p - 1, 1)), 1)
+            cap = lax.stop_gradient(cap.astype(dtype))
+            shrink = cap ** max(p - 1, 1)
+            return cap, jtu.tree_map(lambda x: x * shrink.astype(x.dtype), e), r * shrink
 
         def piece(k, carry):
             # Piece k runs from `a` with the coefficients `cs` (the carried ones for the
             # first) to just past its first switch; then the next piece's coefficients
             # are expanded there. One `first_switch` and one expansion in the program.
-            a, y_a, cs, q, pieces, starts, error, worst, events = carry
+            a, y_a, cs, q, cap, pieces, starts, error, worst, events = carry
             need = a < 1
 
             def run(_):
-                y_n, a_n, ev = advance(cs, q, a)
+                y_n, a_n, ev = advance(cs, q, a, cap)
 
                 def expand(_):
                     rest = (1 - a_n) * h
                     rest = jnp.where(rest == 0, jnp.ones_like(rest), rest)
                     cs_n, last_two, q_n, _ = self._expand_at(terms, t0 + a_n * h, y_n, args, rest, index)
                     e = self._error(last_two, y_n, y_n, index)
-                    return stack(list(cs_n)), q_n, e, self._measure(e, y_n, y_n)
+                    cap_n, e, r = capped(e, self._measure(e, y_n, y_n))
+                    return stack(list(cs_n)), q_n, cap_n, e, r
 
                 def stop(_):
-                    return cs, q, error, zero
+                    return cs, q, cap, error, zero
 
-                cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need & (a_n < 1)), expand, stop, None)
-                return y_n, a_n, ev, cs_n, q_n, e, r
+                cs_n, q_n, cap_n, e, r = lax.cond(eqxi.unvmap_any(need & (a_n < 1)), expand, stop, None)
+                return y_n, a_n, ev, cs_n, q_n, cap_n, e, r
 
             def skip(_):
-                return y_a, a, none, cs, q, error, zero
+                return y_a, a, none, cs, q, cap, error, zero
 
-            y_n, a_n, ev, cs_n, q_n, e, r = lax.cond(eqxi.unvmap_any(need), run, skip, None)
+            y_n, a_n, ev, cs_n, q_n, cap_n, e, r = lax.cond(eqxi.unvmap_any(need), run, skip, None)
             more = need & (a_n < 1)
             keep = lambda cond, new, old: jnp.where(cond, new, old)  # noqa: E731
             pieces = jtu.tree_map(lambda p, c: keep(need, p.at[k].set(c), p), pieces, cs)
@@ -449,14 +475,16 @@ class Taylor(AbstractTaylorSolver):
                 jtu.tree_map(lambda n, o: keep(need, n, o), y_n, y_a),
                 jtu.tree_map(lambda n, o: keep(more, n, o), cs_n, cs),
                 keep(more, q_n, q),
+                keep(more, cap_n, cap),
                 pieces, starts, error, worst, events,
             )
 
         # The coefficients travel stacked (one array per leaf of the state, leading axis
         # the order), so that each selection between pieces is one kernel, not one per
         # order.
-        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, pieces, starts, error, zero, none)
-        a, y1, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
+        one = jnp.ones((), dtype)
+        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, one, pieces, starts, error, zero, none)
+        a, y1, _, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
         # Two crossings of an event's condition inside one step would be invisible at
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
         return y1, dict(coeffs=pieces, starts=starts), error, worst, (a >= 1) & (events < 2)
@@ -683,10 +711,10 @@ class Taylor(AbstractTaylorSolver):
             y_error = self._check_first_step(state, own_switches, one_piece, next_coeffs, y0, y1, h, y_error)
         if state.switches is not None:
             # The pieces after a switch were expanded on the other side; their own
-            # estimates count, and a piece beyond the tolerance, or a step whose
-            # pieces ran out before its end, is rejected (an infinite estimate, which
-            # no controller accepts).
-            fail = ~done | (worst > 1)
+            # estimates (for the lengths they ran) count, and a step whose pieces ran
+            # out before its end, or whose pieces' estimates are not finite, is
+            # rejected (an infinite estimate, which no controller accepts).
+            fail = ~done | ~(worst <= 1)
             y_error = jtu.tree_map(
                 lambda e, p: jnp.where(fail, jnp.inf, jnp.maximum(e, p)), y_error, piece_error
             )
