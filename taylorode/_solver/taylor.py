@@ -181,8 +181,10 @@ class Taylor(AbstractTaylorSolver):
     cut into pieces: each ends just past the first sign change of the field's switching
     functions, located from their Taylor series, and the next is expanded on the other
     side. A piece after a switch runs only as far as its own error estimate allows (to
-    half the tolerance), and the next piece starts where it ends; at most four pieces
-    per step, and a step needing more is rejected. The later pieces' own error
+    half the tolerance), and the first piece only as far as the switching functions'
+    series are accurate to the tolerance where one may come near zero (they may vary
+    faster than the state, whose series sized the step); the next piece starts where
+    one ends. At most four pieces per step; a step needing more is rejected. The later pieces' own error
     estimates count towards the step's. See the guide "Non-smooth fields and events". A step that starts where the coefficients are not finite (a singular point
     of the field, a non-finite state) ends the solve with `diffrax.RESULTS.nonfinite`.
 
@@ -378,14 +380,14 @@ class Taylor(AbstractTaylorSolver):
         qs = series if switches.coeffs is None else jnp.concatenate([switches.coeffs, series.astype(switches.coeffs.dtype)], axis=1)
         return SwitchSeries(qs, switches.unseen)
 
-    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen, n_events):
+    def _through_switches(self, terms, t0, h, y0, args, coeffs, switches, index, unseen, n_events, cap0):
         """The step from `t0` to `t0 + h` cut into pieces at the switches of the vector
         field: each piece ends just past the first switch ahead of it
         (`first_switch`), and the next piece is expanded there, on the other side.
-        The first piece uses the carried coefficients `coeffs`; a later one ends
-        sooner where its own error estimate for the rest of the step exceeds the
-        tolerance (where it reaches `CAP_ERROR` of it), and the next piece is expanded
-        there; at most `MAX_PIECES`.
+        The first piece uses the carried coefficients `coeffs` and runs at most to
+        `cap0` (`_switch_cap`); a later one ends sooner where its own error estimate
+        for the rest of the step exceeds the tolerance (where it reaches `CAP_ERROR`
+        of it); the next piece is expanded where a piece ends; at most `MAX_PIECES`.
         Switches the engine cannot see into (`unseen`) are found by evaluating them
         along each piece (`first_change`).
 
@@ -482,8 +484,7 @@ class Taylor(AbstractTaylorSolver):
         # The coefficients travel stacked (one array per leaf of the state, leading axis
         # the order), so that each selection between pieces is one kernel, not one per
         # order.
-        one = jnp.ones((), dtype)
-        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, one, pieces, starts, error, zero, none)
+        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, cap0.astype(dtype), pieces, starts, error, zero, none)
         a, y1, _, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
         # Two crossings of an event's condition inside one step would be invisible at
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
@@ -524,6 +525,28 @@ class Taylor(AbstractTaylorSolver):
             return jtu.tree_map(lambda e, o: jnp.where(gap_bad, jnp.inf, jnp.where(own_bad, o, e)), y_error, own)
 
         return lax.cond(eqxi.unvmap_any(first), check, lambda _: y_error, None)
+
+    def _switch_cap(self, switches):
+        """How far into this step (a fraction, at most 1) the series of the switching
+        functions `switches` (rescaled to the step) are accurate to the tolerance where
+        a function may come near zero (`tail_ratio`; 1 without tolerances).
+
+        The step's length was chosen from the series at its start, whose switching
+        functions were judged over the last step's length: one that kept well away from
+        zero there may reach it over a longer step, where its truncated series no longer
+        tells where it does (`sign(sin(10 t))` in a field whose state varies slowly took
+        steps across its switches with their roots misplaced, 1e-4 off at tol 1e-10).
+        The first piece of the step ends where its series are accurate again."""
+        one = jnp.ones((), switches.dtype)
+        if self.taylor_order is not None or switches.shape[1] == 0:
+            return one
+        rtol, atol, _ = self._tolerances()
+        ratio = tail_ratio(tail(switches), rtol, atol)
+        # The tail (the last two terms) grows like the length^(m - 2) or faster.
+        power = 1 / max(switches.shape[0] - 2, 1)
+        safe = jnp.where(ratio > 1, ratio, 1)
+        cap = jnp.where(ratio > 1, (CAP_ERROR / safe) ** power, one)
+        return lax.stop_gradient(jnp.where(jnp.isfinite(cap), cap, one))
 
     def _measure(self, error, y0, y1):
         """An error estimate measured against the tolerance (the controller's norm of
@@ -679,10 +702,12 @@ class Taylor(AbstractTaylorSolver):
             # where its switching functions may change sign in it (a cheap bound
             # first, so that most steps take the plain path).
             switches = _rescale_rows(state.switches, state.h_ref, h)
+            cap0 = self._switch_cap(switches)
 
             def cut(_):
                 return self._through_switches(
-                    terms, t0, h, y0, args, scaled(), switches, state.index, state.unseen, state.event_columns
+                    terms, t0, h, y0, args, scaled(), switches, state.index, state.unseen, state.event_columns,
+                    cap0,
                 )
 
             def plain(_):
@@ -696,7 +721,7 @@ class Taylor(AbstractTaylorSolver):
             if state.unseen:
                 y1, dense, piece_error, worst, done = cut(None)
             else:
-                doubt = ~all_clear(switches)
+                doubt = ~all_clear(switches) | (cap0 < 1)
                 y1, dense, piece_error, worst, done = lax.cond(eqxi.unvmap_any(doubt), cut, plain, None)
         # First same as last: the coefficients at the end, for the next step (or for
         # the controller, through the error estimate, if this step is rejected).
