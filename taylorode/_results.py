@@ -24,7 +24,10 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         `nonlinear_max_steps_reached`);
     - `invalid_tolerance`: the step-size controller's `rtol` or `atol` is negative or
         not finite, or both are zero (tolerances given as traced values, checked at run
-        time; concrete ones raise at trace time).
+        time; concrete ones raise at trace time);
+    - `too_many_switches`: with a constant step size, a step crossed more switches of
+        the vector field than it can be cut at (`diffrax.diffeqsolve` reports
+        `dt_min_reached`).
 
     [`taylorode.diffeqsolve`][] returns its `result` as a member of this enumeration;
     compare it with members of this class (`taylorode.RESULTS.successful`), not of
@@ -59,6 +62,12 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The step-size controller's tolerances are invalid: `rtol` and `atol` must be "
         "finite and non-negative, and not both zero."
     )
+    too_many_switches = (
+        "A step of the constant step size crossed more switches of the vector field "
+        "(sign changes of a `where`, `abs`, `clip`, ...) than a Taylor step is cut at "
+        "(four), so its state is not at its end. Take smaller steps, or use an adaptive "
+        "step-size controller, which retries such steps shorter."
+    )
 
 
 def is_okay(result: RESULTS):
@@ -69,8 +78,10 @@ def is_okay(result: RESULTS):
 def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None) -> RESULTS:
     """`result` of a `diffrax.diffeqsolve`, as a `RESULTS` member that names the cause of
     a failure: an invalid traced tolerance of `controller` (whatever the outcome), a
-    non-finite `y0` (whatever the solver reported), or a singular vector field
-    (`nonfinite` from a taylorode solver started from a finite state)."""
+    non-finite `y0` (whatever the solver reported), a singular vector field
+    (`nonfinite` from a taylorode solver started from a finite state), or too many
+    switches in a step of a constant step size (`dt_min_reached` from a taylorode solver
+    without an adaptive controller)."""
     result = RESULTS.promote(result)
     finite = all_finite(y0)
     if taylor_solver:
@@ -78,6 +89,8 @@ def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None
         result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
         stalled = (result == RESULTS.nonlinear_divergence) | (result == RESULTS.nonlinear_max_steps_reached)
         result = RESULTS.where(stalled, RESULTS.implicit_step_stalled, result)
+        if getattr(controller, "rtol", None) is None:  # a constant step size
+            result = RESULTS.where(result == RESULTS.dt_min_reached, RESULTS.too_many_switches, result)
     result = RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
     rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
     if rtol is not None and atol is not None and is_traced(rtol, atol):

@@ -236,3 +236,24 @@ def test_switching_function_faster_than_the_state(kind):
     error = float(np.max(np.abs(np.asarray(sol.ys[-1]) - _forced_oscillator_reference(t1))))
     assert sol.result == diffrax.RESULTS.successful
     assert error <= FLOOR, f"{kind}: error {error:.1e}"
+
+
+def test_constant_step_across_too_many_switches_is_reported():
+    """With a constant step size no controller rejects a step whose pieces ran out before
+    its end (a step of 2 crosses six switches of `sign(sin(10 t))`; a step is cut into
+    four pieces at most): the solve ends with `too_many_switches` (`dt_min_reached`
+    from `diffrax.diffeqsolve`) instead of returning a state short of the step's end as
+    if it were at it. Steps of 0.05 solve the same problem to 1e-6."""
+    reference = _forced_oscillator_reference(10.0)
+    term, y0 = diffrax.ODETerm(_forced_oscillator), jnp.array([1.0, 0.0])
+    solver = taylorode.Taylor(order=10)
+
+    def solve(dt, solve_fn):
+        return solve_fn(term, solver, 0.0, 10.0, dt, y0, max_steps=1000, throw=False)
+
+    short = solve(0.05, taylorode.diffeqsolve)
+    assert short.result == taylorode.RESULTS.successful
+    assert float(np.max(np.abs(np.asarray(short.ys[-1]) - reference))) <= 1e-6
+    long = solve(2.0, taylorode.diffeqsolve)
+    assert long.result == taylorode.RESULTS.too_many_switches
+    assert solve(2.0, diffrax.diffeqsolve).result == diffrax.RESULTS.dt_min_reached

@@ -734,6 +734,7 @@ class Taylor(AbstractTaylorSolver):
             else:  # the defect is the start series' only where it ran to the end
                 own_switches, one_piece = switches, ~jnp.isfinite(dense["starts"][1])
             y_error = self._check_first_step(state, own_switches, one_piece, next_coeffs, y0, y1, h, y_error)
+        incomplete = None
         if state.switches is not None:
             # The pieces after a switch were expanded on the other side; their own
             # estimates (for the lengths they ran) count, and a step whose pieces ran
@@ -743,6 +744,12 @@ class Taylor(AbstractTaylorSolver):
             y_error = jtu.tree_map(
                 lambda e, p: jnp.where(fail, jnp.inf, jnp.maximum(e, p)), y_error, piece_error
             )
+            if filled_tolerances(self.root_finder) is None:
+                # No adaptive controller (a constant step size) will reject it: a step
+                # whose pieces ran out before its end, whose state is not at its end,
+                # ends the solve instead (`dt_min_reached`, which
+                # `taylorode.diffeqsolve` reports as `too_many_switches`).
+                incomplete = ~done
         # Non-finite coefficients where the solution is known (this step's start: a
         # state that is not finite, or a singular point of the vector field) cannot be
         # cured by a smaller step: the step is accepted as it is (zero estimate, the
@@ -758,6 +765,9 @@ class Taylor(AbstractTaylorSolver):
         y1 = jtu.tree_map(lambda a, b: jnp.where(finite, a, b), y1, y0)
         y_error = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.zeros_like(e)), y_error)
         result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+        if incomplete is not None:
+            y1 = jtu.tree_map(lambda a, b: jnp.where(incomplete, b, a), y1, y0)
+            result = RESULTS.where(incomplete, RESULTS.dt_min_reached, result)
         step_orders = self.step_orders()
         positions = jnp.asarray([step_orders.index(q) for q in self.candidate_orders()], jnp.int32)
         at = jnp.where(_at_first_step(state), step_orders.index(self.start_order()), positions[state.index])
