@@ -87,7 +87,8 @@ class TaylorState(eqx.Module):
 START_ORDER = 4
 
 # Most pieces one step is cut into at switches (see `Taylor._through_switches`); a step
-# that needs more is rejected, and the controller retries a shorter one.
+# that needs more is rejected, and the controller retries a shorter one (with a constant
+# step size, the solve ends).
 MAX_PIECES = 4
 # A piece after a switch runs as far as its own error estimate is this fraction of the
 # tolerance, and the next piece starts there.
@@ -184,9 +185,12 @@ class Taylor(AbstractTaylorSolver):
     half the tolerance), and the first piece only as far as the switching functions'
     series are accurate to the tolerance where one may come near zero (they may vary
     faster than the state, whose series sized the step); the next piece starts where
-    one ends. At most four pieces per step; a step needing more is rejected. The later pieces' own error
-    estimates count towards the step's. See the guide "Non-smooth fields and events". A step that starts where the coefficients are not finite (a singular point
-    of the field, a non-finite state) ends the solve with `diffrax.RESULTS.nonfinite`.
+    one ends. At most four pieces per step: a step needing more is rejected (with a
+    constant step size, the solve ends with `diffrax.RESULTS.dt_min_reached`,
+    `taylorode.RESULTS.too_many_switches`). The later pieces' own error estimates count
+    towards the step's. See the guide "Non-smooth fields and events". A step that
+    starts where the coefficients are not finite (a singular point of the field, a
+    non-finite state) ends the solve with `diffrax.RESULTS.nonfinite`.
 
     - `order(terms)` and `error_order(terms)` return the (largest) order.
     - Dense output: the step's own Taylor polynomial
@@ -484,7 +488,8 @@ class Taylor(AbstractTaylorSolver):
         # The coefficients travel stacked (one array per leaf of the state, leading axis
         # the order), so that each selection between pieces is one kernel, not one per
         # order.
-        carry = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, cap0.astype(dtype), pieces, starts, error, zero, none)
+        start = (jnp.zeros((), dtype), y0, stack(list(coeffs)), switches, cap0.astype(dtype))
+        carry = start + (pieces, starts, error, zero, none)
         a, y1, _, _, _, pieces, starts, error, worst, events = lax.fori_loop(0, MAX_PIECES, piece, carry)
         # Two crossings of an event's condition inside one step would be invisible at
         # its ends, where diffrax looks: such a step is rejected (shorter ones follow).
