@@ -84,15 +84,15 @@ def name_cause(result: diffrax.RESULTS, y0, taylor_solver: bool, controller=None
     without an adaptive controller)."""
     result = RESULTS.promote(result)
     finite = all_finite(y0)
+    rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
     if taylor_solver:
         singular = finite & (result == RESULTS.nonfinite)
         result = RESULTS.where(singular, RESULTS.singular_vector_field, result)
         stalled = (result == RESULTS.nonlinear_divergence) | (result == RESULTS.nonlinear_max_steps_reached)
         result = RESULTS.where(stalled, RESULTS.implicit_step_stalled, result)
-        if getattr(controller, "rtol", None) is None:  # a constant step size
+        if rtol is None:  # a constant step size
             result = RESULTS.where(result == RESULTS.dt_min_reached, RESULTS.too_many_switches, result)
     result = RESULTS.where(finite | is_okay(result), result, RESULTS.nonfinite_initial_state)
-    rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
     if rtol is not None and atol is not None and is_traced(rtol, atol):
         result = RESULTS.where(valid_tolerance(rtol, atol), result, RESULTS.invalid_tolerance)
     return result

@@ -431,14 +431,13 @@ class Taylor(AbstractTaylorSolver):
         p = max(self.candidate_orders())
 
         def capped(e, r):
-            # The fraction of its length a later piece may run (`cap`), and its error
-            # estimate and measured error for that length: a piece whose estimate for
-            # all that is left of the step exceeds the tolerance (r > 1) runs to where
-            # it is CAP_ERROR of it instead. The estimate grows like the length^p (at the
-            # reference order p; p - 1 is used, which errs towards shorter pieces).
-            cap = jnp.where(r > 1, (CAP_ERROR / jnp.where(r > 1, r, 1)) ** (1 / max(p - 1, 1)), 1)
-            cap = lax.stop_gradient(cap.astype(dtype))
-            shrink = cap ** max(p - 1, 1)
+            # The fraction of its length a later piece may run, and its error estimate
+            # and measured error for that length. The estimate grows like the length^p
+            # (at the reference order p; p - 1 is used, which errs towards shorter
+            # pieces).
+            exponent = max(p - 1, 1)
+            cap = _cap(r, exponent).astype(dtype)
+            shrink = cap**exponent
             return cap, jtu.tree_map(lambda x: x * shrink.astype(x.dtype), e), r * shrink
 
         def piece(k, carry):
@@ -546,12 +545,8 @@ class Taylor(AbstractTaylorSolver):
         if self.taylor_order is not None or switches.shape[1] == 0:
             return one
         rtol, atol, _ = self._tolerances()
-        ratio = tail_ratio(tail(switches), rtol, atol)
         # The tail (the last two terms) grows like the length^(m - 2) or faster.
-        power = 1 / max(switches.shape[0] - 2, 1)
-        safe = jnp.where(ratio > 1, ratio, 1)
-        cap = jnp.where(ratio > 1, (CAP_ERROR / safe) ** power, one)
-        return lax.stop_gradient(jnp.where(jnp.isfinite(cap), cap, one))
+        return _cap(tail_ratio(tail(switches), rtol, atol), max(switches.shape[0] - 2, 1))
 
     def _measure(self, error, y0, y1):
         """An error estimate measured against the tolerance (the controller's norm of
@@ -825,6 +820,15 @@ def _at_first_step(state: TaylorState) -> Array:
     start order). A jump is made at the end of an accepted step, so a refresh after one
     never meets the start series."""
     return jnp.sum(state.counts, axis=-1) == 0
+
+
+def _cap(r: Array, exponent: int) -> Array:
+    """The fraction of its length a piece may run, given `r`, its error measured
+    against the tolerance over its whole length, which grows like the length^`exponent`:
+    1 where `r <= 1`, else where the error is `CAP_ERROR` of the tolerance. Not
+    differentiable (a choice of where to cut, like a step size)."""
+    over = r > 1
+    return lax.stop_gradient(jnp.where(over, (CAP_ERROR / jnp.where(over, r, 1)) ** (1 / exponent), 1))
 
 
 def _one_piece(coeffs, dtype) -> tuple:
